@@ -24,6 +24,9 @@ __all__ = [
     "check_mask",
     "check_min_size",
     "check_integer",
+    "check_binary",
+    "check_values_in_range",
+    "as_float_tensor",
 ]
 
 
@@ -223,3 +226,31 @@ def check_values_in_range(name: str, x, low=-np.inf, high=np.inf, *, low_open=Fa
         hb = ")" if high_open else "]"
         worst = arr[bad].flat[0]
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{hb} everywhere; found {worst:.6g}")
+
+
+def as_float_tensor(name: str, x, like=None):
+    """The twins' ``as_float_array``: ``x`` as a floating torch tensor, naming the argument if it is not numeric.
+
+    A floating tensor passes through untouched (same device, dtype and autograd graph). Anything else
+    (Python numbers, lists, NumPy arrays, integer or boolean tensors) is converted: to the dtype and
+    device of the tensor ``like`` when given (so ``margin=0.5`` follows ``r_chosen``), else to float64 for
+    NumPy/Python input (as ``as_float_array`` would) and the default float dtype for integer tensors.
+
+    >>> import torch
+    >>> as_float_tensor("margin", 0.5, like=torch.zeros(2, dtype=torch.float32))
+    tensor(0.5000)
+    """
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        if x.is_floating_point():
+            return x
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+        dtype = like.dtype if like is not None and like.is_floating_point() else torch.get_default_dtype()
+        return x.to(dtype=dtype, device=like.device if like is not None else x.device)
+    arr = as_float_array(name, x)
+    if like is not None:
+        dtype = like.dtype if like.is_floating_point() else None
+        return torch.as_tensor(arr, dtype=dtype, device=like.device)
+    return torch.as_tensor(arr)

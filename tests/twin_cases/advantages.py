@@ -1,0 +1,62 @@
+"""Twin-harness cases for rlhf_edu.{numpy,torch}.advantages."""
+
+import numpy as np
+
+from twin_harness import Case
+
+_rng = np.random.default_rng(0)
+_B, _T = 3, 7
+_rewards = _rng.normal(size=(_B, _T))
+_values = _rng.normal(size=(_B, _T))
+_last = _rng.normal(size=_B)
+_dones = np.zeros((_B, _T), dtype=np.int64)
+_dones[0, 2] = _dones[0, 5] = 1  # two episodes end mid-row
+_dones[1, -1] = 1  # terminated at the last step: last_value must not be used
+_dones_bool = _dones.astype(bool)
+_rewards3 = _rng.normal(size=(2, 2, 5))
+_values3 = _rng.normal(size=(2, 2, 5))
+_groups = _rng.normal(size=(4, 6))
+_mask = np.ones((_B, _T), dtype=np.int64)
+_mask[1, 4:] = 0
+_mask[2, 6:] = 0
+
+CASES = {
+    "discounted_returns": [
+        Case((_rewards, 0.9), grad=("rewards",), id="no_dones"),
+        Case((_rewards, 0.9), {"last_value": _last}, grad=("rewards", "last_value"), id="bootstrap_per_row"),
+        Case((_rewards, 0.9), {"last_value": 1.5}, grad=("rewards",), id="bootstrap_scalar"),
+        Case((_rewards, 0.95, _dones, _last), grad=("rewards", "last_value"), id="dones_int"),
+        Case((_rewards, 0.95), {"dones": _dones_bool}, grad=("rewards",), id="dones_bool"),
+        Case((_rewards, 1.0, _dones), id="gamma_1"),
+        Case((_rewards, 0.0, None, _last), id="gamma_0"),
+        Case((_rewards3, 0.8), {"last_value": _rng.normal(size=(2, 2))}, id="batch_3d"),
+    ],
+    "gae": [
+        Case((_rewards, _values, 0.99, 0.95), grad=("rewards", "values"), id="no_dones"),
+        Case((_rewards, _values, 0.99, 0.95), {"last_value": _last}, grad=("rewards", "values", "last_value"),
+             id="bootstrap_per_row"),
+        Case((_rewards, _values, 0.9, 0.8, _dones, _last), grad=("rewards", "values", "last_value"), id="dones"),
+        Case((_rewards, _values, 0.9, 0.8, _dones_bool, 0.7), id="dones_bool_scalar_bootstrap"),
+        Case((_rewards, _values, 1.0, 1.0, _dones), id="lam_1_gamma_1"),
+        Case((_rewards, _values, 0.9, 0.0, _dones, _last), id="lam_0"),
+        Case((_rewards3, _values3, 0.97, 0.9), grad=("values",), id="batch_3d"),
+    ],
+    "group_normalized_advantages": [
+        Case((_groups,), grad=("rewards",), id="population"),
+        Case((_groups, "sample"), grad=("rewards",), id="sample"),
+        Case((_groups, None), grad=("rewards",), id="dr_grpo"),
+        Case((_groups, "population", 1e-2), id="eps"),
+        Case((np.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]),), id="constant_group"),
+        Case((_groups[:, :1], "population"), id="group_of_one"),
+    ],
+    "leave_one_out_advantages": [
+        Case((_groups,), grad=("rewards",), id="groups"),
+        Case((_groups[0, :2],), grad=("rewards",), id="pair"),
+    ],
+    "whiten": [
+        Case((_rewards,), grad=("x",), id="no_mask"),
+        Case((_rewards, _mask), grad=("x",), id="mask"),
+        Case((_rewards + 3.0, _mask, False), grad=("x",), id="no_shift_mean"),
+        Case((_rewards,), {"mask": _mask.astype(bool), "eps": 1e-3}, id="bool_mask_eps"),
+    ],
+}
