@@ -1,0 +1,260 @@
+r"""Sampling completions from a causal LM with a KV cache: the "rollout" of every online RLHF method.
+
+A policy-gradient step (PPO, GRPO, RLOO; chapters 4 and 5) first samples completions
+:math:`y \sim \pi_\theta(\cdot \mid x)` token by token,
+
+.. math:: y_t \sim \mathrm{softmax}(z_t / \tau) \text{ restricted to the top } k, \qquad z_t = \text{logits}(x, y_{<t}),
+
+then scores and reinforces them. ``generate`` is that loop written out (no ``model.generate``), with the
+key/value cache so each step costs one token of compute instead of the whole prefix, and the
+``use_cache=False`` path kept for comparison (``benchmarks/sampling_speed.py``). Best-of-N and ReST
+(chapter 8) use it to draw N samples per prompt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhf_edu.lm.batching import _require_pad, encode_prompts, left_pad, position_ids_from_mask
+from rlhf_edu.lm.models import context_length
+from rlhf_edu.validation import check_integer, check_nonnegative
+
+__all__ = ["Rollout", "generate"]
+
+
+@dataclass
+class Rollout:
+    """What ``generate`` returns: sampled completions in the batch layout of ``rlhf_edu.lm.batching``.
+
+    Attributes:
+        input_ids: ``(B, T)`` left-padded prompt, then the completion, right-padded after its EOS.
+        attention_mask: ``(B, T)`` 1 on real tokens (prompt and completion, EOS included).
+        completion_mask: ``(B, T)`` 1 on generated tokens (EOS included), 0 on prompt and padding.
+        prompt_length: the padded prompt width ``P``: completions start at column ``P``.
+        prompts: ``B`` prompt strings, prompt ``i``'s samples in rows ``i*num_samples ... (i+1)*num_samples-1``.
+        completions: ``B`` decoded completions (special tokens removed).
+        token_logprobs: ``(B, T)`` log-probability of each generated token under the distribution it was
+            sampled from (temperature and top-k applied), 0 elsewhere.
+        num_samples: samples per prompt (rows per group, for GRPO / RLOO baselines).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    completion_mask: torch.Tensor
+    prompt_length: int
+    prompts: list = field(default_factory=list)
+    completions: list = field(default_factory=list)
+    token_logprobs: torch.Tensor = None
+    num_samples: int = 1
+
+    def __len__(self):
+        return self.input_ids.shape[0]
+
+    def to(self, device):
+        """The same rollout with its tensors on ``device``."""
+        return Rollout(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.completion_mask.to(device),
+            self.prompt_length,
+            list(self.prompts),
+            list(self.completions),
+            None if self.token_logprobs is None else self.token_logprobs.to(device),
+            self.num_samples,
+        )
+
+    @property
+    def completion_lengths(self):
+        """``(B,)`` number of generated tokens per row (EOS included)."""
+        return self.completion_mask.sum(dim=1)
+
+
+def _model_device(model):
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _make_generator(generator, device):
+    if generator is None:
+        return None
+    if isinstance(generator, torch.Generator):
+        if torch.device(generator.device).type != device.type:
+            raise ValueError(
+                f"generator lives on {generator.device} but the model on {device}: "
+                f"create it with torch.Generator(device={str(device)!r}) or pass an int seed"
+            )
+        return generator
+    seed = check_integer("generator", generator, minimum=0)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _sample_next(logits, temperature, top_k, generator):
+    """One token per row and its log-probability under the distribution it was drawn from."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if temperature == 0:
+        # Greedy: a point mass; record the model's own log-prob of the chosen token.
+        logp = torch.log_softmax(logits, dim=-1)
+        token = logits.argmax(dim=-1, keepdim=True)
+        return token.squeeze(-1), logp.gather(-1, token).squeeze(-1)
+    z = logits / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    logp = torch.log_softmax(z, dim=-1)
+    # Inverse-CDF sampling: one uniform per row, the first token whose cumulative probability exceeds it.
+    # Scaling u by the last cdf value keeps it inside the cdf despite rounding, so a token with
+    # probability 0 (outside the top k) can never be drawn.
+    cdf = logp.exp().cumsum(dim=-1)
+    u = torch.rand((z.shape[0], 1), generator=generator, device=z.device, dtype=cdf.dtype)
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=z.shape[-1] - 1)
+    return token.squeeze(-1), logp.gather(-1, token).squeeze(-1)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens,
+    temperature=1.0,
+    top_k=None,
+    num_samples=1,
+    use_cache=True,
+    generator=None,
+    stop_at_eos=True,
+):
+    r"""Sample completions for a batch of prompts with the model's KV cache; return a ``Rollout``.
+
+    Each prompt (a string, tokenized without special tokens and prefixed with ``<bos>`` when the
+    tokenizer has one, or a list of token ids taken as is) is repeated ``num_samples`` times, the batch is
+    left-padded, and ``max_new_tokens`` steps follow: the logits of the last position are divided by
+    ``temperature``, cut to the ``top_k`` largest (ties kept), and one token is drawn by inverse-CDF
+    sampling from one uniform number per row. A row that emits EOS stops (``stop_at_eos``): its later
+    columns are padding with ``attention_mask`` 0. The loop ends early when every row has stopped.
+
+    ``use_cache=True`` feeds only the newest token each step, with ``past_key_values``; ``use_cache=False``
+    recomputes the whole prefix each step (slower, same tokens for the same seed). Runs under
+    ``torch.no_grad()`` and in eval mode (the model's train/eval mode is restored afterwards), on the
+    model's device.
+
+    Args:
+        model: any Hugging Face causal LM.
+        tokenizer: its tokenizer; must have a pad token (``tokenizer.pad_token = tokenizer.eos_token``
+            for GPT-2 / Llama tokenizers that lack one).
+        prompts: a non-empty list of strings or of token-id lists.
+        max_new_tokens: the most tokens to generate per row (>= 1).
+        temperature: > 0 samples from ``softmax(logits / temperature)``; 0 is greedy decoding.
+        top_k: ``None`` (the whole vocabulary) or keep only the ``top_k`` most likely tokens.
+        num_samples: samples per prompt; prompt ``i``'s samples are rows ``i*num_samples`` to
+            ``(i+1)*num_samples - 1`` (the groups of GRPO).
+        use_cache: use the KV cache (default) or recompute the prefix each step.
+        generator: ``None`` (torch's global random stream), an int seed, or a ``torch.Generator`` on the
+            model's device. The same seed gives the same tokens, with or without the cache.
+        stop_at_eos: stop a row at its first EOS (default); ``False`` samples all ``max_new_tokens``.
+
+    Returns:
+        A ``Rollout``; its ``token_logprobs`` are the log-probabilities of the drawn tokens under the
+        sampling distribution (temperature and top-k applied; at temperature 1 without top-k they equal
+        ``token_logprobs(model, ...)`` of the returned batch). Greedy decoding records the model's own
+        (temperature 1) log-probabilities.
+
+    Raises ``ValueError`` for an empty prompt list, a tokenizer without pad token, or a prompt that does
+    not fit the model's context together with ``max_new_tokens``.
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> r = generate(model, tok, ["1+1=", "review:"], max_new_tokens=5, num_samples=2, generator=0)
+    >>> r.input_ids.shape[0], r.prompt_length, r.prompts[:3]
+    (4, 8, ['1+1=', '1+1=', 'review:'])
+    >>> bool((r.completion_mask.sum(1) >= 1).all()) and bool((r.completion_mask.sum(1) <= 5).all())
+    True
+    """
+    pad = _require_pad(tokenizer)
+    max_new_tokens = check_integer("max_new_tokens", max_new_tokens, minimum=1)
+    temperature = check_nonnegative("temperature", temperature)
+    if top_k is not None:
+        top_k = check_integer("top_k", top_k, minimum=1)
+    num_samples = check_integer("num_samples", num_samples, minimum=1)
+    device = _model_device(model)
+    generator = _make_generator(generator, device)
+
+    if not isinstance(prompts, str):
+        prompts = list(prompts)  # a generator would be consumed twice below
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    prompt_texts = [p if isinstance(p, str) else tokenizer.decode(ids, skip_special_tokens=True) for p, ids in zip(prompts, prompt_ids)]
+    ctx = context_length(model)
+    longest = max(len(ids) for ids in prompt_ids)
+    if ctx is not None:
+        if longest > ctx:
+            i = max(range(len(prompt_ids)), key=lambda j: len(prompt_ids[j]))
+            raise ValueError(f"prompts[{i}] has {longest} tokens, longer than the model's context of {ctx} positions")
+        if longest + max_new_tokens > ctx:
+            raise ValueError(
+                f"the longest prompt ({longest} tokens) plus max_new_tokens={max_new_tokens} exceeds the model's "
+                f"context of {ctx} positions; use max_new_tokens <= {ctx - longest} or shorter prompts"
+            )
+
+    rows = [ids for ids in prompt_ids for _ in range(num_samples)]
+    texts = [t for t in prompt_texts for _ in range(num_samples)]
+    ids, mask = left_pad(rows, pad, device)
+    B, P = ids.shape
+    eos = tokenizer.eos_token_id if stop_at_eos else None
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            finished = torch.zeros(B, dtype=torch.bool, device=device)
+            new_logprobs, past = [], None
+            for _ in range(max_new_tokens):
+                positions = position_ids_from_mask(mask)
+                if use_cache and past is not None:
+                    out = model(
+                        input_ids=ids[:, -1:],
+                        attention_mask=mask,
+                        position_ids=positions[:, -1:],
+                        past_key_values=past,
+                        use_cache=True,
+                    )
+                else:
+                    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+                if use_cache:
+                    past = out.past_key_values
+                token, logprob = _sample_next(out.logits[:, -1, :], temperature, top_k, generator)
+                # Rows that already stopped get padding, invisible to attention.
+                token = torch.where(finished, torch.full_like(token, pad), token)
+                logprob = torch.where(finished, torch.zeros_like(logprob), logprob)
+                ids = torch.cat([ids, token[:, None]], dim=1)
+                mask = torch.cat([mask, (~finished).long()[:, None]], dim=1)
+                new_logprobs.append(logprob)
+                if eos is not None:
+                    finished = finished | (token == eos)
+                    if bool(finished.all()):
+                        break
+    finally:
+        model.train(was_training)
+
+    completion_mask = mask.clone()
+    completion_mask[:, :P] = 0
+    logprobs = torch.zeros(ids.shape, dtype=new_logprobs[0].dtype, device=device)
+    logprobs[:, P:] = torch.stack(new_logprobs, dim=1)
+    completions = [
+        tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
+        for row, m in zip(ids[:, P:].cpu(), completion_mask[:, P:].cpu())
+    ]
+    return Rollout(
+        input_ids=ids,
+        attention_mask=mask,
+        completion_mask=completion_mask,
+        prompt_length=P,
+        prompts=texts,
+        completions=completions,
+        token_logprobs=logprobs,
+        num_samples=num_samples,
+    )

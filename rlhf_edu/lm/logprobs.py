@@ -1,0 +1,185 @@
+r"""Log-probabilities of tokens and of whole completions under a causal LM.
+
+Every RLHF loss of the book starts here: PPO and GRPO need :math:`\log \pi_\theta(y_t \mid x, y_{<t})` per
+token (chapters 4 and 5), DPO and its family need :math:`\log \pi_\theta(y \mid x) = \sum_t \log
+\pi_\theta(y_t \mid x, y_{<t})` per sequence (chapter 6), the KL penalty needs both policies' token
+log-probs (chapter 2).
+
+Works with any Hugging Face causal LM; padding (left or right) is handled through the attention mask and
+position ids, so a padded row gives the same numbers as the row alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_edu.lm.batching import position_ids_from_mask
+from rlhf_edu.validation import check_choice, check_positive
+
+__all__ = ["REDUCTIONS", "token_logprobs", "sequence_logprobs", "token_entropy"]
+
+REDUCTIONS = ("sum", "mean")
+
+
+def _check_ids_and_mask(input_ids, attention_mask):
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape (B, T), got {tuple(input_ids.shape)}")
+    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex:
+        raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids is empty, shape {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        return torch.ones_like(input_ids)
+    _check_01("attention_mask", attention_mask, input_ids)
+    return attention_mask
+
+
+def _check_01(name, mask, input_ids):
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != tuple(input_ids.shape):
+        raise ValueError(f"{name} must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(mask.shape)}")
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(f"{name} must contain only 0 and 1 (or booleans)")
+
+
+def _logits_for_logprobs(logits, temperature):
+    # bf16/fp16 logits lose the small differences that log-probs are made of: compute in float32.
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits
+
+
+def token_entropy(logits):
+    r"""Entropy of the softmax distribution in the last axis: :math:`H = \log\sum_v e^{z_v} - \sum_v p_v z_v`.
+
+    With :math:`p = \mathrm{softmax}(z)`, :math:`H = -\sum_v p_v \log p_v`; written with ``logsumexp`` on
+    the logits shifted by their max, so it stays finite and accurate for logits of any size (a token with
+    probability 0 contributes 0). Shape ``(..., V)`` to
+    ``(...)``. Used by the trainers' entropy bonus and diagnostics (chapters 4 and 5: a collapsing entropy
+    is the first sign of mode collapse).
+
+    >>> token_entropy(torch.zeros(4)).item() == torch.log(torch.tensor(4.0)).item()
+    True
+    >>> round(token_entropy(torch.tensor([1e4, 0.0, -1e4])).item(), 6)
+    0.0
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"logits must be a float tensor, got dtype {logits.dtype}")
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(f"logits must have a non-empty last axis (the vocabulary), got shape {tuple(logits.shape)}")
+    logits = _logits_for_logprobs(logits, 1.0)
+    # H is unchanged by a shift; shifting by the max keeps both terms near 0, so they do not cancel
+    # (logits all equal to -1e4 in float32 would otherwise lose three digits).
+    z = logits - logits.max(dim=-1, keepdim=True).values.detach()
+    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+
+
+def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, return_entropy=False):
+    r"""Per-token log-probabilities :math:`\log p(x_t \mid x_{<t})` of a batch under a causal LM.
+
+    Returns a ``(B, T)`` float tensor whose entry ``[b, t]`` is :math:`\log p_\theta(x_{b,t} \mid
+    x_{b,<t})` computed from the logits at position ``t - 1``:
+
+    .. math:: \log p(x_t \mid x_{<t}) = z_{t-1}[x_t] - \log\sum_v e^{z_{t-1}[v]}
+
+    (a ``gather`` and a ``logsumexp``: the full ``(B, T, V)`` log-softmax is never built). Entries with no
+    prediction are 0: column 0, the first real token of each row (after left padding), and padding.
+    Position ids are ``cumsum(attention_mask) - 1`` clamped at 0, so left padding does not shift the
+    positions (the classic padding bug). Gradients flow to the model (wrap in ``torch.no_grad()`` for a
+    reference model). Half-precision logits are upcast to float32 first.
+
+    Args:
+        model: any Hugging Face causal LM (``model(...).logits`` of shape ``(B, T, V)``).
+        input_ids: ``(B, T)`` token ids.
+        attention_mask: ``(B, T)`` 0/1 (default all ones).
+        temperature: divide the logits by this first (match the sampling temperature of ``generate``).
+        return_entropy: also return the ``(B, T)`` entropy of the distribution each token was predicted
+            from (0 where the log-prob is 0).
+
+    Used by PPO, GRPO and RLOO (chapters 4, 5), the KL penalty (chapter 2) and, summed, by DPO (chapter 6).
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> lp = token_logprobs(model, torch.tensor([[1, 31, 32]]), torch.tensor([[1, 1, 1]]))
+    >>> lp.shape, lp[0, 0].item(), bool((lp[0, 1:] < 0).all())
+    (torch.Size([1, 3]), 0.0, True)
+    """
+    attention_mask = _check_ids_and_mask(input_ids, attention_mask)
+    temperature = check_positive("temperature", temperature)
+    position_ids = position_ids_from_mask(attention_mask)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    logits = _logits_for_logprobs(out.logits[:, :-1, :], temperature)
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    log_norm = torch.logsumexp(logits, dim=-1)
+    lp = logits.gather(-1, targets).squeeze(-1) - log_norm
+    # A prediction needs a real token to predict from and a real token to predict.
+    valid = (attention_mask[:, 1:] != 0) & (attention_mask[:, :-1] != 0)
+    zeros = torch.zeros_like(lp)
+    lp = torch.cat([zeros[:, :1], torch.where(valid, lp, zeros)], dim=1)
+    if not return_entropy:
+        return lp
+    entropy = token_entropy(logits)
+    entropy = torch.cat([zeros[:, :1], torch.where(valid, entropy, zeros)], dim=1)
+    return lp, entropy
+
+
+def sequence_logprobs(model, input_ids, attention_mask, completion_mask, reduction="sum", *, temperature=1.0):
+    r"""Log-probability of each completion: the sum (or mean) of ``token_logprobs`` over ``completion_mask``.
+
+    .. math::
+
+        \text{sum: } \log \pi(y \mid x) = \sum_t m_t \log \pi(x_t \mid x_{<t}), \qquad
+        \text{mean: } \frac{1}{\sum_t m_t} \sum_t m_t \log \pi(x_t \mid x_{<t})
+
+    ``reduction="sum"`` (default) is the log-probability of the sequence that DPO's derivation uses;
+    ``"mean"`` is the length-normalised version (SimPO, and the RLHF Book's flag for it), which stops long
+    completions from being penalised for their length. Which one a loss uses changes its optimum: the
+    "sum vs mean" bug of chapter 6.
+
+    Args:
+        model, input_ids, attention_mask: as in ``token_logprobs``.
+        completion_mask: ``(B, T)`` 0/1, 1 on the tokens to score (``generate`` and
+            ``prompt_completion_batch`` return it). It may only mark real tokens that have a prediction
+            (not column 0, padding, or a row's first real token).
+        reduction: ``"sum"`` or ``"mean"``. ``"mean"`` needs at least one marked token per row (ValueError
+            otherwise); with ``"sum"`` an empty row scores 0.
+
+    Returns: ``(B,)`` float tensor. Used by DPO, IPO, SLiC, SimPO, ORPO and KTO (chapter 6) and ReST /
+    best-of-N scoring (chapter 8).
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm, prompt_completion_batch
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> b = prompt_completion_batch(tok, ["1+1="], ["2"])
+    >>> s = sequence_logprobs(model, b.input_ids, b.attention_mask, b.completion_mask)
+    >>> m = sequence_logprobs(model, b.input_ids, b.attention_mask, b.completion_mask, reduction="mean")
+    >>> torch.allclose(s, 2 * m)   # two completion tokens: "2" and <eos>
+    True
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    attention_mask = _check_ids_and_mask(input_ids, attention_mask)
+    _check_01("completion_mask", completion_mask, input_ids)
+    cm = completion_mask != 0
+    has_prediction = torch.zeros_like(cm)
+    has_prediction[:, 1:] = (attention_mask[:, 1:] != 0) & (attention_mask[:, :-1] != 0)
+    if bool((cm & ~has_prediction).any()):
+        row = int((cm & ~has_prediction).any(dim=1).nonzero()[0, 0])
+        raise ValueError(
+            f"completion_mask marks a token with no prediction in row {row} (column 0, padding, or the first "
+            "real token); only tokens after a real token can be scored"
+        )
+    counts = cm.sum(dim=1)
+    if reduction == "mean" and bool((counts == 0).any()):
+        row = int((counts == 0).nonzero()[0, 0])
+        raise ValueError(f"completion_mask has a row with no ones (row {row}): reduction='mean' would divide by zero")
+    lp = token_logprobs(model, input_ids, attention_mask, temperature=temperature)
+    total = torch.where(cm, lp, torch.zeros_like(lp)).sum(dim=1)
+    if reduction == "sum":
+        return total
+    return total / counts.to(total.dtype)

@@ -1,0 +1,321 @@
+"""Tiny causal language models built from a config (no download), and counting their parameters.
+
+``tiny_causal_lm`` gives the GPT-2 or Llama architecture at toy size (two layers, width 128: about 420k
+parameters), so every training method of the book runs on a laptop CPU in minutes. The returned object is
+an ordinary ``transformers`` model: code written against it (``rlhf_edu.lm``, ``rlhf_edu.train``) runs
+unchanged on a real checkpoint.
+
+``llama_parameter_count`` is the lecture notes' parameter count of LLaMA-2 13B ("Building LLMs": embedding
+32000 x 5120, attention 4 x 5120^2 per layer, SwiGLU MLP 3 x 5120 x 13824 per layer, RMSNorm 5120, a
+separate output projection), written as a formula over any Llama config.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlhf_edu.validation import check_choice, check_in_range, check_integer
+
+__all__ = [
+    "ARCHITECTURES",
+    "tiny_causal_lm",
+    "count_parameters",
+    "context_length",
+    "llama_parameter_count",
+    "llama2_13b_config",
+    "llama2_13b_parameter_count",
+]
+
+ARCHITECTURES = ("gpt2", "llama")
+
+
+def _vocab_and_special_ids(vocab_size_or_tokenizer):
+    if isinstance(vocab_size_or_tokenizer, bool):
+        raise TypeError("vocab_size_or_tokenizer must be an int or a tokenizer, got bool")
+    if isinstance(vocab_size_or_tokenizer, int):
+        size = check_integer("vocab_size_or_tokenizer", vocab_size_or_tokenizer, minimum=2)
+        # No tokenizer, no special ids (GPT2Config would otherwise default to GPT-2's 50256).
+        return size, {"pad_token_id": None, "bos_token_id": None, "eos_token_id": None}
+    tok = vocab_size_or_tokenizer
+    if not hasattr(tok, "convert_tokens_to_ids") or not hasattr(tok, "__len__"):
+        raise TypeError(
+            "vocab_size_or_tokenizer must be an int or a Hugging Face tokenizer, got "
+            f"{type(tok).__name__}"
+        )
+    ids = {
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    # len(tokenizer) counts added tokens too, which tokenizer.vocab_size does not.
+    return len(tok), ids
+
+
+def tiny_causal_lm(
+    vocab_size_or_tokenizer,
+    arch="gpt2",
+    n_layer=2,
+    d_model=128,
+    n_head=4,
+    max_length=128,
+    dropout=0.0,
+    seed=0,
+    *,
+    d_ff=None,
+    attn_implementation=None,
+):
+    r"""A small ``transformers`` causal LM built from a ``GPT2Config`` or ``LlamaConfig`` (no download).
+
+    - ``arch="gpt2"``: learned absolute positions, LayerNorm, GELU MLP of width ``4 * d_model``, input and
+      output embeddings tied (as in GPT-2).
+    - ``arch="llama"``: rotary positions, RMSNorm, SwiGLU MLP of width ``d_ff`` (default
+      ``4 * d_model``), separate output projection (as in LLaMA-2, see ``llama_parameter_count``).
+
+    The pad, bos and eos ids are read from the tokenizer when one is given (and written in the config),
+    dropout is off by default (so ``model.train()`` and ``model.eval()`` compute the same function and
+    log-probabilities are reproducible), and the initial weights depend only on ``seed``: the global
+    torch random stream is neither used nor advanced. The model is returned in eval mode on the CPU, like
+    ``from_pretrained``; move it with ``model.to(resolve_device("auto"))``.
+
+    Args:
+        vocab_size_or_tokenizer: an int (vocabulary size) or a Hugging Face tokenizer (``len(tokenizer)``
+            is used, plus its special token ids).
+        arch: ``"gpt2"`` (default) or ``"llama"``.
+        n_layer, d_model, n_head: depth, width and heads (``d_model`` divisible by ``n_head``).
+        max_length: the context (``n_positions`` / ``max_position_embeddings``).
+        dropout: the dropout probability of every dropout layer (0.0 by default).
+        seed: seed of the weight initialisation.
+        d_ff: MLP width of the Llama architecture (default ``4 * d_model``; GPT-2 always uses
+            ``4 * d_model``).
+        attn_implementation: passed to the model (``None`` keeps the transformers default, ``"sdpa"``;
+            ``"eager"`` is the plain softmax(QK^T)V).
+
+    Used by every small-model run of the book (chapters 1, 4, 5, 6, 8) and the ``make demo`` pipeline.
+
+    >>> from rlhf_edu.lm import char_tokenizer
+    >>> model = tiny_causal_lm(char_tokenizer(), d_model=32, n_layer=1)
+    >>> type(model).__name__, model.config.vocab_size, model.config.pad_token_id
+    ('GPT2LMHeadModel', 57, 0)
+    >>> count_parameters(model)
+    18688
+    """
+    check_choice("arch", arch, ARCHITECTURES)
+    vocab_size, special_ids = _vocab_and_special_ids(vocab_size_or_tokenizer)
+    n_layer = check_integer("n_layer", n_layer, minimum=1)
+    d_model = check_integer("d_model", d_model, minimum=1)
+    n_head = check_integer("n_head", n_head, minimum=1)
+    max_length = check_integer("max_length", max_length, minimum=1)
+    seed = check_integer("seed", seed, minimum=0)
+    dropout = check_in_range("dropout", dropout, 0.0, 1.0, high_open=True)
+    if d_model % n_head:
+        raise ValueError(f"d_model must be divisible by n_head, got d_model={d_model}, n_head={n_head}")
+    if arch == "llama":
+        # Rotary embeddings rotate pairs of coordinates: the head dimension must be even.
+        if (d_model // n_head) % 2:
+            raise ValueError(f"arch='llama' needs an even head dimension d_model / n_head, got {d_model // n_head}")
+    d_ff = 4 * d_model if d_ff is None else check_integer("d_ff", d_ff, minimum=1)
+
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    if arch == "gpt2":
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=max_length,
+            n_embd=d_model,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=dropout,
+            embd_pdrop=dropout,
+            attn_pdrop=dropout,
+            **special_ids,
+            **extra,
+        )
+        cls = GPT2LMHeadModel
+    else:
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=d_model,
+            intermediate_size=d_ff,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            num_key_value_heads=n_head,
+            max_position_embeddings=max_length,
+            attention_dropout=dropout,
+            tie_word_embeddings=False,
+            **special_ids,
+            **extra,
+        )
+        cls = LlamaForCausalLM
+    # A private random stream: the weights depend on `seed` only, and the caller's stream is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    return model.eval()
+
+
+def count_parameters(model, trainable_only=False):
+    """Number of parameters of a ``torch.nn.Module`` (tied weights counted once).
+
+    With ``trainable_only=True`` only those with ``requires_grad`` count (e.g. after freezing a backbone).
+
+    >>> count_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    # .parameters() already yields a tied tensor once.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def context_length(model_or_config):
+    """The maximum number of positions of a Hugging Face model (or config): its context length.
+
+    Reads ``max_position_embeddings`` (Llama and most models), ``n_positions`` or ``n_ctx`` (GPT-2).
+    ``generate`` refuses prompts that do not fit. Returns ``None`` if the config names none.
+
+    >>> from transformers import GPT2Config
+    >>> context_length(GPT2Config(n_positions=128))
+    128
+    """
+    config = getattr(model_or_config, "config", model_or_config)
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+_LLAMA_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+)
+
+
+def llama_parameter_count(config=None, *, breakdown=False, **fields):
+    r"""Parameter count of a Llama model, computed from its config with the lecture notes' formula.
+
+    With vocabulary :math:`V`, width :math:`D`, :math:`L` layers, :math:`H` query heads and :math:`H_{kv}`
+    key/value heads of dimension :math:`d_h` (default :math:`D/H`), and MLP width :math:`F`:
+
+    .. math::
+
+        N = \underbrace{VD}_{\text{embedding}}
+          + L\Big[\underbrace{D\,d_h (2H + 2H_{kv})}_{W_Q,W_K,W_V,W_O}
+                 + \underbrace{3DF}_{\text{SwiGLU: gate, up, down}}
+                 + \underbrace{2D}_{\text{two RMSNorm } \gamma}\Big]
+          + \underbrace{D}_{\text{final RMSNorm}}
+          + \underbrace{VD}_{\text{output projection (untied)}}
+
+    plus the biases when the config asks for them (``attention_bias``: :math:`d_h(H + 2H_{kv}) + D` per
+    layer; ``mlp_bias``: :math:`2F + D` per layer). With :math:`H_{kv} = H` and :math:`d_h H = D` the
+    attention term is the notes' :math:`4D^2`. A tied output projection (``tie_word_embeddings``) adds
+    nothing.
+
+    Two slips of the notes, fixed here: LLaMA's MLP projections have **no** bias term (the notes say
+    "each has a bias term"; ``mlp_bias=False`` in the config), and the output layer has no bias either.
+
+    Args:
+        config: a ``transformers.LlamaConfig`` (or any object with the fields below); or ``None`` and the
+            fields as keywords: ``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
+            ``num_attention_heads``, ``intermediate_size`` (required), ``num_key_value_heads``,
+            ``head_dim``, ``tie_word_embeddings`` (False), ``attention_bias`` (False), ``mlp_bias``
+            (False). Keywords override the config's fields.
+        breakdown: return a dict of the parts (``embedding``, ``attention``, ``mlp``, ``norms``,
+            ``lm_head``, ``per_layer``, ``total``) instead of the total.
+
+    Source: the lecture notes ("Building LLMs", LLaMA-2 13B); Touvron et al., "Llama 2", 2023.
+    Used in the LLM primer of the book (what a 13B model is made of) and checked against
+    ``count_parameters`` of real ``LlamaForCausalLM`` modules in the tests.
+
+    >>> llama_parameter_count(vocab_size=32000, hidden_size=5120, num_hidden_layers=40,
+    ...                       num_attention_heads=40, intermediate_size=13824)
+    13015864320
+    """
+    values = {}
+    for name in _LLAMA_FIELDS + ("num_key_value_heads", "head_dim", "tie_word_embeddings", "attention_bias", "mlp_bias"):
+        if name in fields:
+            values[name] = fields.pop(name)
+        elif config is not None and getattr(config, name, None) is not None:
+            values[name] = getattr(config, name)
+    if fields:
+        raise TypeError(f"llama_parameter_count got unexpected keyword(s): {sorted(fields)}")
+    for name in _LLAMA_FIELDS:
+        if name not in values:
+            raise ValueError(f"llama_parameter_count needs {name} (from config or as a keyword)")
+        check_integer(name, values[name], minimum=1)
+    V, D, L = values["vocab_size"], values["hidden_size"], values["num_hidden_layers"]
+    H, F = values["num_attention_heads"], values["intermediate_size"]
+    H_kv = check_integer("num_key_value_heads", values.get("num_key_value_heads", H), minimum=1)
+    if "head_dim" in values:
+        d_h = check_integer("head_dim", values["head_dim"], minimum=1)
+    else:
+        if D % H:
+            raise ValueError(f"hidden_size must be divisible by num_attention_heads, got {D} and {H}")
+        d_h = D // H
+    tied = bool(values.get("tie_word_embeddings", False))
+
+    attention = D * d_h * H + 2 * D * d_h * H_kv + d_h * H * D  # W_Q, W_K and W_V, W_O
+    if values.get("attention_bias", False):
+        attention += d_h * H + 2 * d_h * H_kv + D
+    mlp = 3 * D * F  # gate (W_1), up (W_2), down (W_3)
+    if values.get("mlp_bias", False):
+        mlp += 2 * F + D
+    norms = 2 * D  # input and post-attention RMSNorm: one gamma each
+    per_layer = attention + mlp + norms
+    parts = {
+        "embedding": V * D,
+        "attention": L * attention,
+        "mlp": L * mlp,
+        "norms": L * norms + D,  # plus the final RMSNorm
+        "lm_head": 0 if tied else V * D,
+        "per_layer": per_layer,
+    }
+    total = parts["embedding"] + parts["attention"] + parts["mlp"] + parts["norms"] + parts["lm_head"]
+    parts["total"] = total
+    return parts if breakdown else total
+
+
+def llama2_13b_config():
+    """The ``LlamaConfig`` of LLaMA-2 13B as given in the lecture notes (weights are never built).
+
+    Vocabulary 32000, width 5120, 40 layers, 40 heads of dimension 128, SwiGLU width 13824, context 4096,
+    untied output projection. Build it on the meta device to inspect its shapes for free:
+    ``with torch.device("meta"): LlamaForCausalLM(llama2_13b_config())``.
+
+    >>> llama2_13b_config().intermediate_size
+    13824
+    """
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=32000,
+        hidden_size=5120,
+        intermediate_size=13824,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=40,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+
+
+def llama2_13b_parameter_count(breakdown=False):
+    """Parameters of LLaMA-2 13B: 13,015,864,320 (``llama_parameter_count(llama2_13b_config())``).
+
+    The breakdown the notes walk through: embedding 163,840,000; per layer 317,204,480 (attention
+    104,857,600 + MLP 212,336,640 + norms 10,240); 40 layers 12,688,179,200; final norm 5,120; output
+    projection 163,840,000.
+
+    >>> llama2_13b_parameter_count()
+    13015864320
+    >>> llama2_13b_parameter_count(breakdown=True)["per_layer"]
+    317204480
+    """
+    return llama_parameter_count(llama2_13b_config(), breakdown=breakdown)

@@ -1,0 +1,124 @@
+"""Sampling and scoring for the online trainers (PPO, GRPO, RLOO, ReST, best-of-N).
+
+One step of online RLHF starts the same way for every method: sample completions from the current
+policy, score them with the reward, and record the log-probabilities of the sampled tokens under the
+policy that sampled them ("old") and under the frozen reference. ``collect_rollouts`` does exactly that,
+so the trainers differ only in how they turn the scores into a loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, token_logprobs
+
+__all__ = ["ScoredRollout", "as_reward_fn", "frozen_copy", "collect_rollouts"]
+
+
+@dataclass
+class ScoredRollout:
+    """A rollout with what the losses need.
+
+    Attributes:
+        rollout: the sampled batch (``rlhf_edu.lm.Rollout``), on the policy's device.
+        rewards: ``(B,)`` float tensor, the training reward of each completion (a proxy when it comes from
+            a learned reward model).
+        logp_old: ``(B, T)`` log-probs of the tokens under the sampling policy (0 off the completion).
+        logp_ref: ``(B, T)`` log-probs under the reference model, or None when no reference is given.
+        gold_rewards: ``(B,)`` NumPy array of the gold reward, when a gold reward function is given.
+    """
+
+    rollout: Rollout
+    rewards: torch.Tensor
+    logp_old: torch.Tensor
+    logp_ref: torch.Tensor | None = None
+    gold_rewards: np.ndarray | None = None
+
+
+def as_reward_fn(reward, tokenizer=None):
+    """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
+
+    A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
+    gradient, on its own device. A plain callable is wrapped to return a float array and checked for
+    length.
+    """
+    if isinstance(reward, RewardModel):
+        if tokenizer is None:
+            raise ValueError("a RewardModel needs the tokenizer to score text")
+        rm = reward
+
+        @torch.no_grad()
+        def score(completions, prompts):
+            device = next(rm.parameters()).device
+            batch = prompt_completion_batch(tokenizer, list(prompts), list(completions), device=device)
+            was_training = rm.training
+            rm.eval()
+            out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+            rm.train(was_training)
+            return out
+
+        return score
+    if not callable(reward):
+        raise TypeError(f"reward_fn must be callable or a RewardModel, got {type(reward).__name__}")
+
+    def call(completions, prompts):
+        out = np.asarray(reward(list(completions), list(prompts)), dtype=float)
+        if out.shape != (len(completions),):
+            raise ValueError(f"reward_fn returned shape {out.shape}, expected ({len(completions)},)")
+        return out
+
+    return call
+
+
+def frozen_copy(model):
+    """A deep copy of ``model`` in eval mode with gradients off: the reference policy of RLHF."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+@torch.no_grad()
+def collect_rollouts(
+    policy,
+    tokenizer,
+    prompts,
+    reward_fn,
+    *,
+    ref_model=None,
+    num_samples: int = 1,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_k=None,
+    generator=None,
+    gold_reward_fn=None,
+) -> ScoredRollout:
+    """Sample ``num_samples`` completions per prompt, score them, and record old and reference log-probs.
+
+    ``reward_fn`` and ``gold_reward_fn`` are callables ``(completions, prompts) -> array`` (wrap a
+    ``RewardModel`` with ``as_reward_fn`` first). ``logp_old`` is recomputed with a forward pass at the
+    sampling temperature rather than taken from the sampler, so it matches what the loss recomputes
+    bit for bit (the ratio is exactly 1 before the first update).
+    """
+    rollout = generate(policy, tokenizer, list(prompts), max_new_tokens, temperature=temperature, top_k=top_k,
+                       num_samples=num_samples, generator=generator)
+    device = rollout.input_ids.device
+    was_training = policy.training
+    policy.eval()
+    logp_old = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, temperature=temperature)
+    policy.train(was_training)
+    logp_ref = None
+    if ref_model is not None:
+        logp_ref = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, temperature=temperature)
+    mask = rollout.completion_mask.to(logp_old.dtype)
+    logp_old = logp_old * mask
+    logp_ref = None if logp_ref is None else logp_ref * mask
+    scores = reward_fn(rollout.completions, rollout.prompts)
+    rewards = torch.as_tensor(np.asarray(scores, dtype=np.float32), device=device)
+    gold = None if gold_reward_fn is None else np.asarray(gold_reward_fn(rollout.completions, rollout.prompts), float)
+    return ScoredRollout(rollout, rewards, logp_old, logp_ref, gold)
