@@ -32,8 +32,12 @@ test-fast: $(BIN)/.installed
 figures: $(BIN)/.installed
 	$(BIN)/rlhf-edu figures --out figures
 
+## Speed checks: vectorised GAE vs a Python loop, sampling with and without the KV cache, and (with the
+## optional TRL extra installed: `$(BIN)/pip install -e ".[trl]"`) a DPO and a GRPO step against TRL.
 benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/advantages_speed.py
+	$(BIN)/python benchmarks/sampling_speed.py
+	$(BIN)/python benchmarks/trl_comparison.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

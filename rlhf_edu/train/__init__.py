@@ -7,14 +7,18 @@ ones in ``rlhf_edu.torch``, never a second copy.
 from rlhf_edu.train.data import check_fits_context, minibatches, prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluate_policy, sequence_kl
 from rlhf_edu.train.history import History
+from rlhf_edu.train.ppo import AdaptiveKLController, RunningMoments, ppo
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.train.recipes import arithmetic_sft_policy, sentiment_sft_policy
 from rlhf_edu.train.rollouts import ScoredRollout, as_reward_fn, collect_rollouts, frozen_copy
 from rlhf_edu.train.sft import masked_nll, sft
+from rlhf_edu.train.tabular_ppo import Episodes, sample_episodes, tabular_ppo
 
 __all__ = [
     "History", "progress_bar", "prompt_completion_pairs", "check_fits_context", "minibatches",
     "sft", "masked_nll", "evaluate_policy", "sequence_kl",
     "ScoredRollout", "as_reward_fn", "collect_rollouts", "frozen_copy",
     "sentiment_sft_policy", "arithmetic_sft_policy",
+    "ppo", "AdaptiveKLController", "RunningMoments",
+    "tabular_ppo", "sample_episodes", "Episodes",
 ]
