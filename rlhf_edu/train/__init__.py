@@ -4,6 +4,11 @@ Each trainer is one readable loop in its own module and returns ``(model, histor
 ones in ``rlhf_edu.torch``, never a second copy.
 """
 
+from rlhf_edu.train.dpo import DPO_LOSSES, dpo
+from rlhf_edu.train.kto import KL_ESTIMATES, kto
+from rlhf_edu.train.orpo import orpo
+from rlhf_edu.train.reward_model import pairwise_accuracy, reward_margins, reward_model
+from rlhf_edu.train.simpo import simpo
 from rlhf_edu.train.data import check_fits_context, minibatches, prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluate_policy, sequence_kl
 from rlhf_edu.train.history import History
@@ -21,4 +26,6 @@ __all__ = [
     "sentiment_sft_policy", "arithmetic_sft_policy",
     "ppo", "AdaptiveKLController", "RunningMoments",
     "tabular_ppo", "sample_episodes", "Episodes",
+    "reward_model", "pairwise_accuracy", "reward_margins",
+    "dpo", "DPO_LOSSES", "kto", "KL_ESTIMATES", "simpo", "orpo",
 ]

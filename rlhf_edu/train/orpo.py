@@ -1,0 +1,159 @@
+r"""ORPO: supervised fine-tuning and preference alignment in one loss, with no reference model.
+
+ORPO (Hong, Lee and Thorne, 2024) adds to the SFT loss on the chosen completion a term that raises the
+odds of the chosen completion relative to the rejected one. With the length-normalised likelihood
+:math:`P_\theta(y\mid x) = \exp\big(\frac{1}{|y|}\log\pi_\theta(y\mid x)\big)` and its odds
+:math:`\mathrm{odds}_\theta(y\mid x) = \frac{P_\theta(y\mid x)}{1 - P_\theta(y\mid x)}`,
+
+.. math::
+
+    \mathcal{L}_{ORPO} = \mathbb{E}_{(x, y_w, y_l)}\Big[\underbrace{-\frac{1}{|y_w|}\log\pi_\theta(y_w\mid x)}_{\mathcal{L}_{SFT}}
+        \; - \; \lambda \log\sigma\Big(\log\frac{\mathrm{odds}_\theta(y_w\mid x)}{\mathrm{odds}_\theta(y_l\mid x)}\Big)\Big].
+
+The SFT term keeps the model fluent on the chosen answers (so ORPO can start from a base model); the
+odds-ratio term is a gentle contrast (its gradient vanishes once the chosen odds clearly win). The loss
+is ``rlhf_edu.torch.orpo_loss`` on mean per-token log-probs. Chapter 6 ("Direct alignment"); the lecture
+notes list ORPO among the methods that "integrate SFT and alignment into a single process".
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhf_edu import torch as rt
+from rlhf_edu.lm import resolve_device, set_seed
+from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.history import History
+from rlhf_edu.train.preference_data import (
+    chosen_rejected_logps,
+    encode_pairs,
+    log_evaluation,
+    pair_rows,
+    preference_triples,
+    take_rows,
+)
+from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
+
+__all__ = ["orpo"]
+
+
+def orpo(
+    policy,
+    tokenizer,
+    pairs,
+    *,
+    lam: float = 1.0,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    ref_model=None,
+    gold_reward_fn=None,
+    reward_fn=None,
+    eval_prompts=None,
+    eval_every: int = 16,
+    eval_samples: int = 4,
+    eval_max_new_tokens: int = 48,
+    seed: int = 0,
+    device="auto",
+    progress: bool = True,
+):
+    r"""Train ``policy`` on preference ``pairs`` with ORPO; returns ``(policy, history)``.
+
+    Per minibatch of B pairs, one forward pass over the 2B concatenated completions gives the MEAN
+    per-token log-probs :math:`\frac{1}{|y|}\log\pi_\theta(y\mid x)` of chosen and rejected; the per-pair
+    loss is ``rt.orpo_loss(chosen_mean, rejected_mean, chosen_nll=-chosen_mean, lam)`` (Hong et al. 2024,
+    eq. 6-7), averaged over the batch.
+
+    Args:
+        policy, tokenizer, pairs: as in ``rlhf_edu.train.dpo``.
+        lam: :math:`\lambda \ge 0`, the weight of the odds-ratio term. The paper uses 0.1 to 0.25 when
+            starting from a base model; starting from an SFT model that already writes the chosen kind of
+            text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``dpo``.
+        ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
+            ``policy`` as given, made only when ``eval_prompts`` is set).
+        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``dpo``.
+
+    Returns:
+        ``(policy, history)``; one row per optimiser step with ``loss``, ``nll`` (the SFT term),
+        ``log_odds_ratio`` (mean :math:`\log\frac{\mathrm{odds}(y_w)}{\mathrm{odds}(y_l)}`, also logged as
+        ``margin`` and ``reward``), ``accuracy`` (fraction of pairs with a positive log odds ratio),
+        ``chosen_logp``, ``rejected_logp`` (mean per-token log-probs), ``seconds``, plus the ``eval_*``
+        columns of ``dpo``.
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> pairs = [{"prompt": "review:", "chosen": " good.", "rejected": " bad."}] * 8
+    >>> model, hist = orpo(model, tok, pairs, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> len(hist), hist.last("nll") < hist.first("nll")
+    (2, True)
+    """
+    lam = check_nonnegative("lam", lam)
+    epochs = check_integer("epochs", epochs, minimum=1)
+    batch_size = check_integer("batch_size", batch_size, minimum=1)
+    lr = check_positive("lr", lr)
+    eval_every = check_integer("eval_every", eval_every, minimum=1)
+    prompts, chosen, rejected = preference_triples(pairs)
+
+    set_seed(seed)
+    device = resolve_device(device)
+    policy.to(device)
+    if eval_prompts is not None:  # only the evaluation's KL needs a reference
+        ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
+
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    history = History("orpo", dict(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
+                                   seed=seed))
+
+    def evaluate():
+        if eval_prompts is None:
+            return {}
+        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
+
+    n = len(prompts)
+    generator = torch.Generator().manual_seed(seed)
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    bar = progress_bar(steps, "orpo", progress)
+    start, step = time.perf_counter(), 0
+    policy.train()
+    for epoch in range(epochs):
+        for idx in minibatches(n, batch_size, generator):
+            evaluation = evaluate() if step % eval_every == 0 else {}
+            batch = take_rows(data, pair_rows(idx, n), device)
+            # Mean per-token log-probs of chosen and rejected in ONE forward pass.
+            chosen_mean, rejected_mean = chosen_rejected_logps(policy, batch, "mean")
+            nll = -chosen_mean  # L_SFT: the chosen completion's per-token NLL
+            # Hong et al. 2024, eq. 6: L_SFT + lam * L_OR, L_OR = -log sigma(log odds(y_w) - log odds(y_l))
+            losses = rt.orpo_loss(chosen_mean, rejected_mean, nll, lam)
+            objective = losses.mean()
+
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+            optimizer.step()
+
+            with torch.no_grad():
+                log_odds_ratio = rt.orpo_log_odds(chosen_mean.detach()) - rt.orpo_log_odds(rejected_mean.detach())
+                ratio = log_odds_ratio.mean()
+            history.log(step=step, epoch=epoch, loss=objective.detach(), nll=nll.detach().mean(),
+                        log_odds_ratio=ratio, margin=ratio, reward=ratio,
+                        accuracy=(log_odds_ratio > 0).float().mean(),
+                        chosen_logp=chosen_mean.detach().mean(), rejected_logp=rejected_mean.detach().mean(),
+                        seconds=time.perf_counter() - start, **evaluation)
+            bar.update(1)
+            bar.set_postfix(loss=f"{objective.item():.3f}", log_odds=f"{ratio.item():.2f}")
+            step += 1
+    bar.close()
+    if eval_prompts is not None:
+        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    policy.eval()
+    return policy, history

@@ -1,0 +1,261 @@
+r"""What the offline preference trainers share: reading records, one concatenated batch, sequence log-probs.
+
+The reward model (chapter 1) and DPO, IPO, SLiC, GPO, KTO, SimPO and ORPO (chapter 6) all train on given
+completions rather than sampled ones. They read their data the same way and score it the same way:
+
+- **records**: pairs ``{"prompt", "chosen", "rejected"}`` (or ``(prompt, chosen, rejected)`` tuples),
+  K-wise rankings ``{"prompt", "completions"}`` (best first), or KTO's unpaired
+  ``{"prompt", "completion", "label"}``; ``preference_triples``, ``ranking_records`` and
+  ``binary_feedback_records`` check them and return plain lists;
+- **one concatenated batch** (the TRL trick): the chosen and the rejected completions of N pairs are
+  tokenized once into ONE ``TokenBatch`` of 2N rows, chosen in rows ``0..N-1`` and rejected in rows
+  ``N..2N-1`` (``encode_pairs``), so a minibatch of pairs is a single forward pass through the model
+  (``pair_rows`` gives its rows, ``take_rows`` cuts them out without the columns that are padding in all
+  of them);
+- **sequence log-probs**: :math:`\log\pi(y \mid x)` summed (or averaged) over the completion tokens with
+  ``rlhf_edu.lm.sequence_logprobs``; ``chosen_rejected_logps`` splits the 2B results of one pass back
+  into chosen and rejected, ``frozen_logps`` scores a whole dataset once under a frozen model without
+  gradient (the reference log-probs of DPO and KTO, computed up front);
+- **evaluation into the history**: ``log_evaluation`` samples from the policy with
+  ``rlhf_edu.train.evaluate_policy`` and returns its numbers as ``eval_*`` columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from rlhf_edu.lm import TokenBatch, prompt_completion_batch, sequence_logprobs
+from rlhf_edu.train.data import check_fits_context
+from rlhf_edu.train.evaluation import evaluate_policy
+from rlhf_edu.validation import check_integer
+
+__all__ = [
+    "preference_triples",
+    "ranking_records",
+    "binary_feedback_records",
+    "encode_pairs",
+    "pair_rows",
+    "take_rows",
+    "chosen_rejected_logps",
+    "frozen_logps",
+    "log_evaluation",
+]
+
+
+def _as_list(name, records):
+    if isinstance(records, (str, dict)):
+        raise TypeError(f"{name} must be a list of records, got a single {type(records).__name__}; wrap it in [...]")
+    try:
+        records = list(records)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of records, got {type(records).__name__}") from None
+    if not records:
+        raise ValueError(f"{name} is empty: nothing to train on")
+    return records
+
+
+def _text(name, value):
+    # A completion may also be given as token ids (prompt_completion_batch accepts both).
+    if isinstance(value, str) or isinstance(value, (list, tuple)):
+        return value
+    raise TypeError(f"{name} must be a string (or a list of token ids), got {type(value).__name__}")
+
+
+def preference_triples(pairs, name="pairs"):
+    """``(prompts, chosen, rejected)`` lists from pair records, checked.
+
+    A record is a dict with the keys ``"prompt"``, ``"chosen"``, ``"rejected"`` (other keys, e.g. the
+    sentiment task's ``gold_chosen``, are ignored) or a ``(prompt, chosen, rejected)`` tuple. An empty
+    list, a missing key or a non-string raises an error naming ``name``.
+
+    >>> preference_triples([{"prompt": "p:", "chosen": " good.", "rejected": " bad."}, ("q:", " yes.", " no.")])
+    (['p:', 'q:'], [' good.', ' yes.'], [' bad.', ' no.'])
+    """
+    records = _as_list(name, pairs)
+    prompts, chosen, rejected = [], [], []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            missing = [k for k in ("prompt", "chosen", "rejected") if k not in r]
+            if missing:
+                raise ValueError(f"{name}[{i}] lacks the key(s) {missing}; a pair is "
+                                 "{'prompt', 'chosen', 'rejected'}")
+            p, c, j = r["prompt"], r["chosen"], r["rejected"]
+        elif isinstance(r, (tuple, list)) and len(r) == 3:
+            p, c, j = r
+        else:
+            raise TypeError(f"{name}[{i}] must be a dict {{'prompt', 'chosen', 'rejected'}} or a 3-tuple, "
+                            f"got {r!r:.60}")
+        prompts.append(_text(f"{name}[{i}] prompt", p))
+        chosen.append(_text(f"{name}[{i}] chosen", c))
+        rejected.append(_text(f"{name}[{i}] rejected", j))
+    return prompts, chosen, rejected
+
+
+def ranking_records(rankings, name="rankings"):
+    """``(prompts, completions)`` from K-wise ranking records; ``completions[i]`` lists K texts BEST FIRST.
+
+    A record is ``{"prompt", "completions"}`` (the sentiment task's ``k_wise_rankings``) or a
+    ``(prompt, [best, ..., worst])`` tuple. Every ranking must have the same K >= 2 and distinct
+    completions.
+
+    >>> ranking_records([{"prompt": "p:", "completions": [" a.", " b.", " c."]}])
+    (['p:'], [[' a.', ' b.', ' c.']])
+    """
+    records = _as_list(name, rankings)
+    prompts, completions = [], []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            if "prompt" not in r or "completions" not in r:
+                raise ValueError(f"{name}[{i}] must have the keys 'prompt' and 'completions' (best first)")
+            p, cs = r["prompt"], r["completions"]
+        elif isinstance(r, (tuple, list)) and len(r) == 2:
+            p, cs = r
+        else:
+            raise TypeError(f"{name}[{i}] must be a dict {{'prompt', 'completions'}} or a (prompt, completions) tuple")
+        if isinstance(cs, str) or not isinstance(cs, (list, tuple)):
+            raise TypeError(f"{name}[{i}] completions must be a list of K completions, best first")
+        cs = [_text(f"{name}[{i}] completions[{k}]", c) for k, c in enumerate(cs)]
+        if len(cs) < 2:
+            raise ValueError(f"{name}[{i}] ranks {len(cs)} completion(s): a ranking needs K >= 2")
+        if len(cs) != len(completions[0] if completions else cs):
+            raise ValueError(f"{name}[{i}] ranks {len(cs)} completions but {name}[0] ranks {len(completions[0])}: "
+                             "every ranking must have the same K")
+        if len({tuple(c) if isinstance(c, list) else c for c in cs}) != len(cs):
+            raise ValueError(f"{name}[{i}] repeats a completion: a ranking lists K distinct completions")
+        prompts.append(_text(f"{name}[{i}] prompt", p))
+        completions.append(cs)
+    return prompts, completions
+
+
+def binary_feedback_records(examples, name="examples"):
+    """``(prompts, completions, labels)`` from KTO's unpaired records; ``labels`` a bool array.
+
+    A record is ``{"prompt", "completion", "label"}`` (``label`` True for a desirable completion; the
+    sentiment task's ``kto_examples``) or a ``(prompt, completion, label)`` tuple.
+
+    >>> binary_feedback_records([{"prompt": "p:", "completion": " good.", "label": True}, ("p:", " bad.", 0)])
+    (['p:', 'p:'], [' good.', ' bad.'], array([ True, False]))
+    """
+    records = _as_list(name, examples)
+    prompts, completions, labels = [], [], []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            missing = [k for k in ("prompt", "completion", "label") if k not in r]
+            if missing:
+                raise ValueError(f"{name}[{i}] lacks the key(s) {missing}; an example is "
+                                 "{'prompt', 'completion', 'label'}")
+            p, c, lab = r["prompt"], r["completion"], r["label"]
+        elif isinstance(r, (tuple, list)) and len(r) == 3:
+            p, c, lab = r
+        else:
+            raise TypeError(f"{name}[{i}] must be a dict {{'prompt', 'completion', 'label'}} or a 3-tuple")
+        if isinstance(lab, (bool, np.bool_)) or lab in (0, 1):
+            labels.append(bool(lab))
+        else:
+            raise ValueError(f"{name}[{i}] label must be True/False (or 1/0), got {lab!r}")
+        prompts.append(_text(f"{name}[{i}] prompt", p))
+        completions.append(_text(f"{name}[{i}] completion", c))
+    return prompts, completions, np.array(labels, dtype=bool)
+
+
+def encode_pairs(tokenizer, prompts, chosen, rejected, model=None, name="pairs"):
+    """ONE ``TokenBatch`` of ``2N`` rows: the N chosen completions, then the N rejected ones.
+
+    Row ``i`` is ``prompts[i] + chosen[i]`` and row ``N + i`` is ``prompts[i] + rejected[i]`` (``<bos>``
+    before the prompt, ``<eos>`` after each completion; the layout of ``prompt_completion_batch``). With
+    ``model`` given, a batch longer than its context raises ``ValueError`` naming ``name``.
+
+    >>> from rlhf_edu.lm import char_tokenizer
+    >>> b = encode_pairs(char_tokenizer(), ["p"], [" ok."], [" no"])
+    >>> b.input_ids.shape, b.completion_mask.sum(1).tolist()
+    (torch.Size([2, 7]), [5, 4])
+    """
+    if not (len(prompts) == len(chosen) == len(rejected)):
+        raise ValueError(f"prompts ({len(prompts)}), chosen ({len(chosen)}) and rejected ({len(rejected)}) "
+                         "must have one length")
+    batch = prompt_completion_batch(tokenizer, list(prompts) * 2, list(chosen) + list(rejected))
+    if model is not None:
+        check_fits_context(model, batch.input_ids, name=name)
+    return batch
+
+
+def pair_rows(idx, n_pairs):
+    """Rows of the concatenated batch that hold the pairs ``idx``: ``[idx, idx + n_pairs]`` (chosen first).
+
+    >>> pair_rows(torch.tensor([3, 0]), 5)
+    tensor([3, 0, 8, 5])
+    """
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    return torch.cat([idx, idx + n_pairs])
+
+
+def take_rows(batch, rows, device=None):
+    """The rows ``rows`` of ``batch`` (a ``TokenBatch``), without the columns that are padding in all of them.
+
+    A dataset padded to its longest example wastes compute on a minibatch of short ones; dropping the
+    all-padding columns on the left (prompt side) and right (completion side) changes no log-prob, since
+    position ids are computed from the attention mask. Returned on ``device``.
+
+    >>> from rlhf_edu.lm import char_tokenizer, prompt_completion_batch
+    >>> b = prompt_completion_batch(char_tokenizer(), ["p", "long prompt"], [" a.", " a much longer answer."])
+    >>> b.input_ids.shape, take_rows(b, torch.tensor([0])).input_ids.shape
+    (torch.Size([2, 35]), torch.Size([1, 6]))
+    """
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    mask = batch.attention_mask[rows]
+    real = mask.any(dim=0).nonzero().flatten()
+    first, last = int(real[0]), int(real[-1]) + 1
+    out = TokenBatch(
+        input_ids=batch.input_ids[rows, first:last],
+        attention_mask=mask[:, first:last],
+        completion_mask=batch.completion_mask[rows, first:last],
+        prompt_length=max(batch.prompt_length - first, 0),
+    )
+    return out if device is None else out.to(device)
+
+
+def chosen_rejected_logps(model, batch, reduction="sum"):
+    r"""One forward pass over a concatenated batch (chosen rows first); returns ``(chosen, rejected)`` ``(B,)``.
+
+    Each is :math:`\log\pi(y \mid x)` summed (``reduction="sum"``) or averaged (``"mean"``) over the
+    completion tokens (``rlhf_edu.lm.sequence_logprobs``). Gradients flow to the model.
+    """
+    logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask, reduction)
+    half = logps.shape[0] // 2
+    return logps[:half], logps[half:]
+
+
+@torch.no_grad()
+def frozen_logps(model, batch, reduction="sum", batch_size=64, device=None):
+    """``(rows,)`` sequence log-probs of every row of ``batch`` under ``model``, without gradient, in chunks.
+
+    Used once before training for the reference model's log-probs (DPO, KTO): the reference never
+    changes, so scoring the dataset again at every step would double the cost for nothing. The model's
+    train/eval mode is restored afterwards.
+    """
+    check_integer("batch_size", batch_size, minimum=1)
+    was_training = model.training
+    model.eval()
+    out = []
+    n = batch.input_ids.shape[0]
+    for start in range(0, n, batch_size):
+        part = take_rows(batch, torch.arange(start, min(start + batch_size, n)), device)
+        out.append(sequence_logprobs(model, part.input_ids, part.attention_mask, part.completion_mask, reduction))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def log_evaluation(policy, tokenizer, eval_prompts, *, ref_model=None, gold_reward_fn=None, reward_fn=None,
+                   num_samples=4, max_new_tokens=48, seed=1234):
+    """``{"eval_gold_reward", "eval_reward", "eval_kl", "eval_entropy", "eval_length"}`` of the policy's samples.
+
+    Samples ``num_samples`` completions per prompt of ``eval_prompts`` with ``evaluate_policy`` (its own
+    seeded generator: the training stream is untouched and every evaluation of a run sees the same
+    random numbers) and renames its keys; keys whose function is not given are left out. ``eval_kl`` is
+    the exact sequence KL to ``ref_model`` (the SFT model by default in every trainer).
+    """
+    res = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, ref_model=ref_model,
+                          gold_reward_fn=gold_reward_fn, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                          seed=seed)
+    return {f"eval_{k}": v for k, v in res.items() if k != "examples"}

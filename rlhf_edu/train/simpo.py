@@ -1,0 +1,171 @@
+r"""SimPO: preference optimisation with a length-normalised reward and no reference model.
+
+SimPO (Meng, Xia and Chen, 2024) replaces DPO's implicit reward :math:`\beta\log\frac{\pi_\theta(y\mid x)}
+{\pi_{ref}(y\mid x)}` with the average log-probability per token, :math:`\frac{\beta}{|y|}\log\pi_\theta(y\mid x)`
+(the quantity generation actually ranks by), and asks the chosen completion to win by a target margin
+:math:`\gamma`:
+
+.. math::
+
+    \mathcal{L}_{SimPO}(\theta) = -\mathbb{E}_{(x, y_w, y_l)}\Big[\log\sigma\Big(
+        \frac{\beta}{|y_w|}\log\pi_\theta(y_w\mid x) - \frac{\beta}{|y_l|}\log\pi_\theta(y_l\mid x) - \gamma\Big)\Big].
+
+No reference model enters the loss (half the forward passes of DPO); the length normalisation removes
+DPO's incentive to change the length of its answers. The loss is ``rlhf_edu.torch.simpo_loss``.
+Chapter 6 ("Direct alignment"); the lecture notes list SimPO under "remove the reference policy" and
+"length control".
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhf_edu import torch as rt
+from rlhf_edu.lm import resolve_device, set_seed
+from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.history import History
+from rlhf_edu.train.preference_data import (
+    chosen_rejected_logps,
+    encode_pairs,
+    log_evaluation,
+    pair_rows,
+    preference_triples,
+    take_rows,
+)
+from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
+
+__all__ = ["simpo"]
+
+
+def simpo(
+    policy,
+    tokenizer,
+    pairs,
+    *,
+    beta: float = 2.0,
+    gamma: float = 1.0,
+    sft_weight: float = 1.0,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-4,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
+    ref_model=None,
+    gold_reward_fn=None,
+    reward_fn=None,
+    eval_prompts=None,
+    eval_every: int = 16,
+    eval_samples: int = 4,
+    eval_max_new_tokens: int = 48,
+    seed: int = 0,
+    device="auto",
+    progress: bool = True,
+):
+    r"""Train ``policy`` on preference ``pairs`` with SimPO; returns ``(policy, history)``.
+
+    Per minibatch of B pairs, one forward pass over the 2B concatenated completions gives the summed
+    log-probs and the lengths :math:`|y|` (completion tokens, EOS included); the per-pair loss is
+    ``rt.simpo_loss`` (Meng et al. 2024, eq. 6), averaged over the batch, plus ``sft_weight`` times the
+    per-token NLL of the chosen completions (the CPO / RPO regulariser; 0 gives the paper's loss). The
+    anchor is on by default for the reason given in ``dpo``: without it the tiny model of the book trades
+    spelling for sentiment. Measured on the sentiment task (1024 pairs with ``min_gap=0.1``, one epoch):
+    the paper's loss at lr 2e-4 gains +0.09 gold at first, then falls below the SFT model (KL 15 nats);
+    at lr 5e-5 it gains +0.09 at KL 0.4; with the defaults (anchor on, lr 2e-4), +0.20 at KL 2.2.
+
+    Args:
+        policy, tokenizer, pairs: as in ``rlhf_edu.train.dpo``.
+        beta: :math:`\beta > 0`, the reward scale (the paper uses 2 to 2.5).
+        gamma: :math:`\gamma \ge 0`, the target reward margin (the paper's ratio :math:`\gamma/\beta` of
+            about 0.5 gives the default 1.0).
+        sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``dpo``.
+        ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
+            a frozen copy of ``policy`` as given, made only when ``eval_prompts`` is set).
+        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``dpo``.
+
+    Returns:
+        ``(policy, history)``; one row per optimiser step with ``loss``, ``chosen_reward``,
+        ``rejected_reward`` (mean :math:`\frac{\beta}{|y|}\log\pi_\theta(y\mid x)`), ``margin`` (their mean
+        difference, also logged as ``reward``), ``accuracy`` (fraction of pairs with the chosen reward
+        higher), ``chosen_length``, ``rejected_length``, ``seconds``, plus the ``eval_*`` columns of ``dpo``.
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> pairs = [{"prompt": "review:", "chosen": " good.", "rejected": " bad."}] * 8
+    >>> model, hist = simpo(model, tok, pairs, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> len(hist), hist.last("margin") > hist.first("margin")
+    (2, True)
+    """
+    beta = check_positive("beta", beta)
+    gamma = check_nonnegative("gamma", gamma)
+    sft_weight = check_nonnegative("sft_weight", sft_weight)
+    epochs = check_integer("epochs", epochs, minimum=1)
+    batch_size = check_integer("batch_size", batch_size, minimum=1)
+    lr = check_positive("lr", lr)
+    eval_every = check_integer("eval_every", eval_every, minimum=1)
+    prompts, chosen, rejected = preference_triples(pairs)
+
+    set_seed(seed)
+    device = resolve_device(device)
+    policy.to(device)
+    if eval_prompts is not None:  # only the evaluation's KL needs a reference
+        ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
+
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs,
+                                    batch_size=batch_size, lr=lr, n_pairs=len(prompts), seed=seed))
+
+    def evaluate():
+        if eval_prompts is None:
+            return {}
+        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
+
+    n = len(prompts)
+    generator = torch.Generator().manual_seed(seed)
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    bar = progress_bar(steps, "simpo", progress)
+    start, step = time.perf_counter(), 0
+    policy.train()
+    for epoch in range(epochs):
+        for idx in minibatches(n, batch_size, generator):
+            evaluation = evaluate() if step % eval_every == 0 else {}
+            batch = take_rows(data, pair_rows(idx, n), device)
+            # Summed log-probs of chosen and rejected in ONE forward pass, and their lengths |y|.
+            chosen_logps, rejected_logps = chosen_rejected_logps(policy, batch, "sum")
+            lengths = batch.completion_mask.sum(dim=1).to(chosen_logps.dtype)
+            chosen_lengths, rejected_lengths = lengths.chunk(2)
+            # Meng et al. 2024, eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
+            losses = rt.simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta, gamma)
+            objective = losses.mean()
+            if sft_weight > 0:
+                objective = objective + sft_weight * (-chosen_logps / chosen_lengths).mean()
+
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+            optimizer.step()
+
+            with torch.no_grad():  # SimPO's reward: beta times the average log-prob per token
+                chosen_reward = beta * chosen_logps.detach() / chosen_lengths
+                rejected_reward = beta * rejected_logps.detach() / rejected_lengths
+                margin = (chosen_reward - rejected_reward).mean()
+            history.log(step=step, epoch=epoch, loss=objective.detach(), reward=margin, margin=margin,
+                        accuracy=(chosen_reward > rejected_reward).float().mean(),
+                        chosen_reward=chosen_reward.mean(), rejected_reward=rejected_reward.mean(),
+                        chosen_length=chosen_lengths.mean(), rejected_length=rejected_lengths.mean(),
+                        seconds=time.perf_counter() - start, **evaluation)
+            bar.update(1)
+            bar.set_postfix(loss=f"{objective.item():.3f}", margin=f"{margin.item():.2f}")
+            step += 1
+    bar.close()
+    if eval_prompts is not None:
+        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    policy.eval()
+    return policy, history
