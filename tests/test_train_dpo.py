@@ -1,5 +1,6 @@
 """DPO and its relatives (IPO, SLiC-HF, GPO) as a trainer: exact first steps, direction, determinism, errors."""
 
+import importlib
 import copy
 import doctest
 import math
@@ -11,7 +12,7 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
 from rlhf_edu.numpy.direct import GPO_LOSSES
-from rlhf_edu.train import dpo as dpo_module
+dpo_module = importlib.import_module("rlhf_edu.train.dpo")  # the module, not the function of the same name
 from rlhf_edu.train.dpo import DPO_LOSSES, dpo
 from rlhf_edu.train.preference_data import encode_pairs, frozen_logps
 

@@ -1,5 +1,6 @@
 """KTO as a trainer: the first step is the library loss, the reference point, direction, determinism, errors."""
 
+import importlib
 import copy
 import doctest
 
@@ -9,7 +10,7 @@ import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
-from rlhf_edu.train import kto as kto_module
+kto_module = importlib.import_module("rlhf_edu.train.kto")  # the module, not the function of the same name
 from rlhf_edu.train.kto import kto
 from rlhf_edu.train.preference_data import frozen_logps
 

@@ -1,5 +1,6 @@
 """The prompt checks and prompt draws shared by the online trainers (rlhf_edu.train.prompts)."""
 
+import importlib
 import copy
 import doctest
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
-from rlhf_edu.train import prompts as prompts_module
+prompts_module = importlib.import_module("rlhf_edu.train.prompts")  # the module, not the function of the same name
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 
 

@@ -1,5 +1,6 @@
 """Reward-model training: Bradley-Terry on pairs, InstructGPT's K-wise batches, margins, centering, accuracy."""
 
+import importlib
 import doctest
 import math
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from rlhf_edu.lm import RewardModel, char_tokenizer, tiny_causal_lm
-from rlhf_edu.train import reward_model as rm_module
+rm_module = importlib.import_module("rlhf_edu.train.reward_model")  # the module, not the function of the same name
 from rlhf_edu.train.reward_model import pairwise_accuracy, reward_margins, reward_model
 
 TOK = char_tokenizer()

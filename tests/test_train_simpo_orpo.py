@@ -1,5 +1,6 @@
 """SimPO and ORPO as trainers (no reference model in the loss): exact first steps, direction, errors."""
 
+import importlib
 import copy
 import doctest
 
@@ -9,8 +10,8 @@ import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
-from rlhf_edu.train import orpo as orpo_module
-from rlhf_edu.train import simpo as simpo_module
+orpo_module = importlib.import_module("rlhf_edu.train.orpo")  # the module, not the function of the same name
+simpo_module = importlib.import_module("rlhf_edu.train.simpo")  # the module, not the function of the same name
 from rlhf_edu.train.orpo import orpo
 from rlhf_edu.train.preference_data import encode_pairs, frozen_logps
 from rlhf_edu.train.simpo import simpo
