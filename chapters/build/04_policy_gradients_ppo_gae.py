@@ -63,7 +63,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import rlhf_edu.train.tabular_ppo as tabular_ppo_module
+import importlib
+tabular_ppo_module = importlib.import_module("rlhf_edu.train.tabular_ppo")  # the module (rlhf_edu.train.tabular_ppo is also a function)
 from rlhf_edu import numpy as rn
 from rlhf_edu import torch as rt
 from rlhf_edu.exercises import check_clipped_objective, check_gae, check_reinforce_loss, check_value_loss_clipping
