@@ -1,0 +1,188 @@
+r"""REINFORCE Leave-One-Out (RLOO): REINFORCE with the other samples as baseline (Ahmadian et al., 2024).
+
+"Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs"
+(Ahmadian et al., 2024; the estimator is Kool et al., 2019). The whole completion is one action: the KL
+leash is absorbed into a sequence-level reward (the lecture notes)
+
+.. math:: R(x, y) = r_\phi(x, y) - \beta \log\frac{\pi_\theta(y\mid x)}{\pi_{ref}(y\mid x)}
+    = r_\phi(x, y) - \beta \sum_t \log\frac{\pi_\theta(y_t\mid x, y_{<t})}{\pi_{ref}(y_t\mid x, y_{<t})},
+
+k completions :math:`y^{(1)}..y^{(k)} \sim \pi_\theta(\cdot\mid x)` are drawn per prompt, and each one's
+baseline is the mean reward of the k - 1 others:
+
+.. math:: \nabla_\theta J \approx \frac1k\sum_{i=1}^k \Big[R(x, y^{(i)}) - \frac1{k-1}\sum_{j\ne i}
+    R(x, y^{(j)})\Big]\nabla_\theta\log\pi_\theta(y^{(i)}\mid x) .
+
+No value model, no ratio, no clipping: one on-policy gradient step per batch. The advantage is
+``rlhf_edu.torch.leave_one_out_advantages``, the loss ``rlhf_edu.torch.reinforce_loss``. Chapter 5.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rlhf_edu import torch as rt
+from rlhf_edu.lm import resolve_device, set_seed, token_logprobs
+from rlhf_edu.numpy.divergences import KL_ESTIMATORS
+from rlhf_edu.train.history import History
+from rlhf_edu.train.preference_data import log_evaluation
+from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.prompts import check_prompts, draw_prompts
+from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy
+from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
+
+__all__ = ["RLOO_AGGREGATIONS", "rloo"]
+
+#: How ``rloo`` turns per-token log-probs into the REINFORCE loss (see ``rloo``'s ``aggregation``).
+RLOO_AGGREGATIONS = ("sequence", "token_mean")
+
+
+def rloo(
+    policy,
+    tokenizer,
+    prompts,
+    reward_fn,
+    *,
+    group_size: int = 4,
+    prompts_per_step: int = 8,
+    steps: int = 30,
+    lr: float = 5e-4,
+    beta: float = 0.05,
+    estimator: str = "k1",
+    aggregation: str = "sequence",
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    max_grad_norm: float | None = 1.0,
+    ref_model=None,
+    gold_reward_fn=None,
+    eval_prompts=None,
+    eval_every: int = 10,
+    eval_samples: int = 4,
+    seed: int = 0,
+    device="auto",
+    progress: bool = True,
+):
+    r"""Train ``policy`` with RLOO on ``prompts`` scored by ``reward_fn``; returns ``(policy, history)``.
+
+    One step (the notes' algorithm RLOO, lines 3-8): draw ``prompts_per_step`` prompts, sample ``k`` =
+    ``group_size`` completions each from the current policy, compute the KL-penalised sequence reward
+    :math:`R = r - \beta\sum_t \mathbb D_{KL,t}` (the per-token ``estimator`` on the sampled tokens;
+    ``"k1"``, the default, is :math:`\log\pi_\theta/\pi_{ref}` of the notes), subtract the leave-one-out
+    baseline, and take one AdamW step on the REINFORCE loss.
+
+    Args:
+        policy, tokenizer, prompts, reward_fn: as ``rlhf_edu.train.grpo``.
+        group_size: k >= 2 completions per prompt (the leave-one-out baseline needs another sample).
+        prompts_per_step, steps, lr, max_grad_norm: batch of ``prompts_per_step * group_size`` samples;
+            ``steps`` batches, one AdamW step each; gradient-norm clip (None: no clip).
+        beta: :math:`\beta \ge 0`, the KL coefficient inside the reward.
+        estimator: ``"k1"`` (default, the notes), ``"k2"`` or ``"k3"``: the per-token KL estimate summed into
+            the penalty. It enters the reward only, so it carries no gradient of its own.
+        aggregation: ``"sequence"`` (default, the notes and Ahmadian et al.: the advantage times
+            :math:`\log\pi_\theta(y\mid x) = \sum_t \log\pi_\theta(y_t\mid\cdot)`, averaged over the
+            completions) or ``"token_mean"`` (advantage times each token's log-prob, averaged over all
+            completion tokens of the batch: long completions weigh more, the gradient is ~1/length
+            smaller).
+        max_new_tokens, temperature, ref_model, gold_reward_fn, eval_prompts, eval_every, eval_samples, seed,
+        device, progress: as ``rlhf_edu.train.grpo``.
+
+    Returns:
+        ``(policy, history)``, one row per step: ``loss``, ``reward`` (mean raw reward :math:`r` of the
+        batch), ``penalized_reward`` (mean :math:`R`), ``gold_reward`` (with ``gold_reward_fn``), ``kl``
+        (mean :math:`\sum_t` of the ``estimator`` on the sampled tokens: the KL that is in the reward),
+        ``entropy`` (mean summed token entropy per completion), ``length``, ``seconds``, and the ``eval_*``
+        columns as in ``grpo``. RLOO has no ratio, so no ``clip_fraction``.
+
+    Raises ``ValueError`` for ``group_size < 2``, ``beta < 0``, empty ``prompts``, a tokenizer without a pad
+    token, prompts that do not fit the context with ``max_new_tokens``, or an unknown option.
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    >>> reward = lambda completions, prompts: [float(c.startswith("7")) for c in completions]
+    >>> model, hist = rloo(model, tok, ["3+4="], reward, group_size=4, prompts_per_step=2, steps=2,
+    ...                    max_new_tokens=3, device="cpu", progress=False)
+    >>> len(hist), hist.first("kl")
+    (2, 0.0)
+    """
+    group_size = check_integer("group_size", group_size, minimum=1)
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2: the leave-one-out baseline of a sample is the mean reward "
+                         f"of the OTHER samples of its prompt (got group_size={group_size})")
+    prompts_per_step = check_integer("prompts_per_step", prompts_per_step, minimum=1)
+    steps = check_integer("steps", steps, minimum=1)
+    lr = check_positive("lr", lr)
+    beta = check_nonnegative("beta", beta)
+    check_choice("estimator", estimator, KL_ESTIMATORS)
+    check_choice("aggregation", aggregation, RLOO_AGGREGATIONS)
+    temperature = check_positive("temperature", temperature)
+    eval_every = check_integer("eval_every", eval_every, minimum=1)
+    eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
+    prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
+    if eval_prompts is not None:
+        eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
+    reward_fn = as_reward_fn(reward_fn, tokenizer)
+    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
+
+    set_seed(seed)
+    device = resolve_device(device)
+    policy.to(device)
+    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device).eval()
+    policy.eval()  # no dropout: the loss sees the policy that sampled
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
+    history = History("rloo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
+                                   beta=beta, estimator=estimator, aggregation=aggregation,
+                                   max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+    prompt_stream = torch.Generator().manual_seed(seed)
+    sample_stream = torch.Generator(device=device).manual_seed(seed)
+
+    def evaluate():
+        if eval_prompts is None:
+            return {}
+        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
+                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens)
+
+    bar = progress_bar(steps, "rloo", progress)
+    start = time.perf_counter()
+    for step in range(steps):
+        evaluation = evaluate() if step % eval_every == 0 else {}
+
+        # Lines 3-4: a batch of prompts, k samples each from the current policy.
+        batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, prompts_per_step, prompt_stream),
+                                 reward_fn, ref_model=ref_model, num_samples=group_size,
+                                 max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
+                                 gold_reward_fn=gold_fn)
+        rollout, mask = batch.rollout, batch.rollout.completion_mask
+
+        # The KL absorbed into a sequence-level reward: R = r - beta * sum_t KL_t (data, no gradient).
+        kl = (rt.kl_estimate(batch.logp_old, batch.logp_ref, estimator) * mask).sum(-1)
+        penalized = batch.rewards - beta * kl
+        # Line 5: R_i minus the mean R of the other k - 1 samples of the same prompt.
+        advantages = rt.leave_one_out_advantages(penalized.view(-1, group_size)).reshape(-1)
+
+        # Lines 6-8: the REINFORCE estimate, averaged over samples and prompts, as a loss to minimise.
+        logp, token_entropy = token_logprobs(policy, rollout.input_ids, rollout.attention_mask,
+                                             temperature=temperature, return_entropy=True)
+        if aggregation == "sequence":
+            loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
+        else:
+            loss = rt.reinforce_loss(logp, advantages, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+        optimizer.step()
+
+        gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
+        history.log(step=step, loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(),
+                    **gold, kl=kl.mean(), entropy=(token_entropy.detach() * mask).sum(-1).mean(),
+                    length=rollout.completion_lengths.float().mean(), seconds=time.perf_counter() - start,
+                    **evaluation)
+        bar.update(1)
+        bar.set_postfix(reward=f"{batch.rewards.mean().item():.3f}", kl=f"{kl.mean().item():.2f}")
+    bar.close()
+    if eval_prompts is not None:
+        history.log(step=steps, seconds=time.perf_counter() - start, **evaluate())
+    policy.eval()
+    return policy, history
