@@ -57,13 +57,16 @@ def test_kl_is_in_the_reward():
     model, tok = small()
     beta = 0.3
     _, hist = quick(model, tok, beta=beta, lr=3e-2, steps=4, gold_reward_fn=digit_share)
-    for key in ("loss", "reward", "penalized_reward", "gold_reward", "kl", "entropy", "length", "seconds"):
+    for key in ("loss", "reward", "penalized_reward", "gold_reward", "kl", "kl_penalty", "entropy", "length",
+                "seconds"):
         assert key in hist, key
     assert "clip_fraction" not in hist  # no ratio, nothing to clip
-    # R = r - beta * sum_t log(pi / pi_ref): batch means obey the same identity.
-    np.testing.assert_allclose(hist["penalized_reward"], hist["reward"] - beta * hist["kl"], rtol=1e-5, atol=1e-6)
-    assert hist.first("kl") == 0.0  # the policy starts as the reference
-    assert np.any(hist["kl"][1:] != 0.0)
+    # R = r - beta * sum_t log(pi / pi_ref) (k1, the default estimator): batch means obey the same identity.
+    np.testing.assert_allclose(hist["penalized_reward"], hist["reward"] - beta * hist["kl_penalty"], rtol=1e-5,
+                               atol=1e-6)
+    assert hist.first("kl") == 0.0 and hist.first("kl_penalty") == 0.0  # the policy starts as the reference
+    assert np.any(hist["kl_penalty"][1:] != 0.0)
+    assert np.all(hist["kl"] >= 0.0) and np.any(hist["kl"][1:] > 0.0)  # k3: never negative
     np.testing.assert_allclose(hist["gold_reward"], hist["reward"], rtol=1e-6)  # float64 vs float32 means
 
 

@@ -12,7 +12,7 @@ import torch
 
 from rlhf_edu.lm import context_length
 
-__all__ = ["prompt_completion_pairs", "check_fits_context", "minibatches"]
+__all__ = ["prompt_completion_pairs", "check_fits_context", "minibatches", "epoch_minibatches", "steps_per_run"]
 
 
 def prompt_completion_pairs(examples, prompt_key="prompt", completion_key="completion"):
@@ -56,3 +56,20 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int) -> Iterable[tuple[int, torch.Tensor]]:
+    """``(epoch, indices)`` for ``epochs`` passes over ``range(n)``, reshuffled each pass from ``seed``.
+
+    >>> [(e, b.tolist()) for e, b in epoch_minibatches(3, 2, 2, seed=0)]
+    [(0, [2, 0]), (0, [1]), (1, [2, 1]), (1, [0])]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        for idx in minibatches(n, batch_size, generator):
+            yield epoch, idx
+
+
+def steps_per_run(n: int, batch_size: int, epochs: int) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n`` examples in minibatches of ``batch_size``."""
+    return epochs * ((n + batch_size - 1) // batch_size)

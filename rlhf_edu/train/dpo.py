@@ -24,25 +24,24 @@ step instead of two), and the reference log-probs are computed once, before trai
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import REDUCTIONS, resolve_device, set_seed
 from rlhf_edu.numpy.direct import GPO_LOSSES
-from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
     frozen_logps,
-    log_evaluation,
     pair_rows,
+    per_token_nll,
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
@@ -188,64 +187,45 @@ def dpo(
                                           slic_lam=slic_lam, label_smoothing=label_smoothing, sft_weight=sft_weight,
                                           logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size,
                                           lr=lr, n_pairs=len(prompts), seed=seed))
-
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
-
     n = len(prompts)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, f"dpo ({loss})", progress)
-    start, step = time.perf_counter(), 0
+
+    def train_step(minibatch):
+        epoch, idx = minibatch
+        rows = pair_rows(idx, n)
+        batch = take_rows(data, rows, device)
+        # Chosen and rejected in ONE forward pass (rows 0..B-1 chosen, B..2B-1 rejected).
+        policy_chosen, policy_rejected = chosen_rejected_logps(policy, batch, logp_reduction)
+        ref_chosen, ref_rejected = ref_logps[rows.to(device)].chunk(2)
+
+        if loss == "dpo":  # Rafailov et al. 2023, eq. 7 (cDPO with label_smoothing)
+            losses = rt.dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, label_smoothing)
+        elif loss == "ipo":  # Azar et al. 2023, eq. 17
+            losses = rt.ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+        elif loss == "gpo":  # Tang et al. 2024: f(beta * rho)
+            rho = rt.log_ratio_difference(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+            losses = rt.gpo_loss(rho, beta, gpo_f)
+        else:  # SLiC-HF (Zhao et al. 2023): calibration hinge + lam * NLL of the chosen completion
+            ref_nll = -policy_chosen if slic_lam > 0 else None
+            losses = rt.slic_loss(policy_chosen, policy_rejected, slic_delta, ref_nll, slic_lam)
+        objective = losses.mean()
+        if sft_weight > 0:  # RPO (Pang et al. 2024): + alpha * per-token NLL of the chosen completion
+            objective = objective + sft_weight * per_token_nll(policy_chosen, batch.completion_mask[: len(idx)], logp_reduction).mean()
+        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+
+        with torch.no_grad():  # the implicit reward model r = beta log(pi / pi_ref) of the pairs
+            chosen_reward = rt.dpo_implicit_reward(policy_chosen.detach(), ref_chosen, beta)
+            rejected_reward = rt.dpo_implicit_reward(policy_rejected.detach(), ref_rejected, beta)
+            margin = (chosen_reward - rejected_reward).mean()
+        return dict(epoch=epoch, loss=objective.detach(), reward=margin, margin=margin,
+                    accuracy=(chosen_reward > rejected_reward).float().mean(),
+                    chosen_reward=chosen_reward.mean(), rejected_reward=rejected_reward.mean(),
+                    chosen_logp=policy_chosen.detach().mean(), rejected_logp=policy_rejected.detach().mean())
+
     policy.train()
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            rows = pair_rows(idx, n)
-            batch = take_rows(data, rows, device)
-            # Chosen and rejected in ONE forward pass (rows 0..B-1 chosen, B..2B-1 rejected).
-            policy_chosen, policy_rejected = chosen_rejected_logps(policy, batch, logp_reduction)
-            ref_chosen, ref_rejected = ref_logps[rows.to(device)].chunk(2)
-
-            if loss == "dpo":  # Rafailov et al. 2023, eq. 7 (cDPO with label_smoothing)
-                losses = rt.dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, label_smoothing)
-            elif loss == "ipo":  # Azar et al. 2023, eq. 17
-                losses = rt.ipo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
-            elif loss == "gpo":  # Tang et al. 2024: f(beta * rho)
-                rho = rt.log_ratio_difference(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
-                losses = rt.gpo_loss(rho, beta, gpo_f)
-            else:  # SLiC-HF (Zhao et al. 2023): calibration hinge + lam * NLL of the chosen completion
-                ref_nll = -policy_chosen if slic_lam > 0 else None
-                losses = rt.slic_loss(policy_chosen, policy_rejected, slic_delta, ref_nll, slic_lam)
-            objective = losses.mean()
-            if sft_weight > 0:  # RPO (Pang et al. 2024): + alpha * per-token NLL of the chosen completion
-                chosen_tokens = batch.completion_mask[: len(idx)].sum(dim=1).to(policy_chosen.dtype)
-                nll = -(policy_chosen if logp_reduction == "mean" else policy_chosen / chosen_tokens)
-                objective = objective + sft_weight * nll.mean()
-
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
-
-            with torch.no_grad():  # the implicit reward model r = beta log(pi / pi_ref) of the pairs
-                chosen_reward = rt.dpo_implicit_reward(policy_chosen.detach(), ref_chosen, beta)
-                rejected_reward = rt.dpo_implicit_reward(policy_rejected.detach(), ref_rejected, beta)
-                margin = (chosen_reward - rejected_reward).mean()
-            history.log(step=step, epoch=epoch, loss=objective.detach(), reward=margin, margin=margin,
-                        accuracy=(chosen_reward > rejected_reward).float().mean(),
-                        chosen_reward=chosen_reward.mean(), rejected_reward=rejected_reward.mean(),
-                        chosen_logp=policy_chosen.detach().mean(), rejected_logp=policy_rejected.detach().mean(),
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(loss=f"{objective.item():.3f}", margin=f"{margin.item():.2f}")
-            step += 1
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, batch_size, epochs), description=f"dpo ({loss})",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("loss", "margin"))
     policy.eval()
     return policy, history

@@ -1,7 +1,8 @@
 """Measuring a policy: reward of its samples, exact KL to a reference, entropy, length.
 
 Every trainer's history and the demo's table come from ``evaluate_policy``, so "gold reward" and "KL to
-the SFT model" mean the same thing everywhere in the book.
+the SFT model" mean the same thing everywhere in the book. The ``eval_*`` columns of a history are its
+numbers (``log_evaluation``), measured on a fixed schedule by the shared training loop (``evaluator``).
 
 The KL is exact per token and summed over the completion:
 
@@ -21,7 +22,7 @@ import torch
 from rlhf_edu.lm import generate, position_ids_from_mask
 from rlhf_edu.train.rollouts import as_reward_fn
 
-__all__ = ["evaluate_policy", "sequence_kl"]
+__all__ = ["evaluate_policy", "sequence_kl", "log_evaluation", "evaluator"]
 
 
 @torch.no_grad()
@@ -98,3 +99,34 @@ def evaluate_policy(
         out["kl"] = float(np.concatenate(kls).mean())
         out["entropy"] = float(np.concatenate(ents).mean())
     return out
+
+
+def log_evaluation(policy, tokenizer, eval_prompts, *, ref_model=None, gold_reward_fn=None, reward_fn=None,
+                   num_samples=4, max_new_tokens=48, temperature=1.0, seed=1234):
+    """``{"eval_gold_reward", "eval_reward", "eval_kl", "eval_entropy", "eval_length"}`` of the policy's samples.
+
+    Samples ``num_samples`` completions per prompt of ``eval_prompts`` with ``evaluate_policy`` (its own
+    seeded generator: the training stream is untouched and every evaluation of a run sees the same
+    random numbers) and renames its keys; keys whose function is not given are left out. ``eval_kl`` is
+    the exact sequence KL to ``ref_model`` (the SFT model by default in every trainer).
+    """
+    res = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, ref_model=ref_model,
+                          gold_reward_fn=gold_reward_fn, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                          temperature=temperature, seed=seed)
+    return {f"eval_{k}": v for k, v in res.items() if k != "examples"}
+
+
+def evaluator(policy, tokenizer, eval_prompts, *, ref_model=None, gold_reward_fn=None, reward_fn=None,
+              num_samples=4, max_new_tokens=48, temperature=1.0, seed=1234):
+    """A no-argument function returning ``log_evaluation`` of ``policy`` as it is when called; None when
+    ``eval_prompts`` is None (no evaluation). What every trainer hands to ``rlhf_edu.train.loop.run_steps``.
+    """
+    if eval_prompts is None:
+        return None
+
+    def evaluate():
+        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                              reward_fn=reward_fn, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                              temperature=temperature, seed=seed)
+
+    return evaluate

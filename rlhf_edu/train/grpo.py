@@ -22,8 +22,6 @@ notes' :math:`\frac1G\sum_i\frac1{|o_i|}\sum_t (\hat A_{i,t} + \beta(\frac{\pi_{
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
@@ -31,11 +29,11 @@ from rlhf_edu.lm import resolve_device, set_seed, token_logprobs
 from rlhf_edu.numpy.advantages import GROUP_STDS
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.preference_data import log_evaluation
-from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy
+from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
 __all__ = ["KL_PLACEMENTS", "grpo"]
@@ -118,7 +116,8 @@ def grpo(
         ``(policy, history)``, one history row per rollout batch (``step``): ``loss`` (mean over the
         ``num_iterations`` updates), ``reward`` (mean training reward of the batch), ``gold_reward``
         (with ``gold_reward_fn``), ``kl`` (mean over completions of :math:`\sum_t` k3 estimate of
-        :math:`\mathrm{KL}(\pi_{\theta_{old}}\|\pi_{ref})` on the sampled tokens, nats per completion),
+        :math:`\mathrm{KL}(\pi_{\theta_{old}}\|\pi_{ref})` on the sampled tokens, nats per completion;
+        ``rlhf_edu.train.rollouts.sampled_kl``, the same column in every online trainer),
         ``entropy`` (mean summed token entropy per completion, as ``evaluate_policy``), ``clip_fraction``
         (share of completion tokens whose ratio was clipped, mean over the updates), ``frac_zero_std_groups``
         (share of groups whose rewards are all equal: they get zero advantage and teach nothing but the
@@ -174,25 +173,13 @@ def grpo(
     prompt_stream = torch.Generator().manual_seed(seed)
     sample_stream = torch.Generator(device=device).manual_seed(seed)
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens)
-
-    bar = progress_bar(steps, "grpo", progress)
-    start = time.perf_counter()
-    for step in range(steps):
-        evaluation = evaluate() if step % eval_every == 0 else {}
-
+    def train_step(step):
         # Algorithm 1, lines 5-9: a batch of prompts, G samples each from pi_old, their rewards.
         batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, prompts_per_step, prompt_stream),
                                  reward_fn, ref_model=ref_model, num_samples=group_size,
                                  max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
                                  gold_reward_fn=gold_fn)
         rollout, mask = batch.rollout, batch.rollout.completion_mask
-        # Logged KL: k3 per sampled token (unbiased, never negative), summed over each completion.
-        kl = (rt.kl_estimate(batch.logp_old, batch.logp_ref, "k3") * mask).sum(-1)
         scores = batch.rewards
         if kl_in == "reward":  # the KL leash as a per-sequence reward penalty instead of a loss term
             scores = scores - beta * (rt.kl_estimate(batch.logp_old, batch.logp_ref, estimator) * mask).sum(-1)
@@ -210,26 +197,20 @@ def grpo(
             loss, stats = rt.grpo_loss(logp, batch.logp_old, batch.logp_ref, advantages, mask, clip_eps=clip_eps,
                                        beta=beta if kl_in == "loss" else 0.0, aggregation=aggregation,
                                        max_length=max_new_tokens, estimator=estimator, return_stats=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
+            optimizer_step(optimizer, loss, policy.parameters(), max_grad_norm)
             if iteration == 0:  # the entropy of pi_old, the policy that sampled the batch
                 entropy = (token_entropy.detach() * mask).sum(-1).mean()
             losses.append(loss.item())
             clipped.append(stats["clip_fraction"].item())
 
         gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
-        history.log(step=step, loss=sum(losses) / len(losses), reward=batch.rewards.mean(), **gold,
-                    kl=kl.mean(), entropy=entropy, clip_fraction=sum(clipped) / len(clipped),
-                    frac_zero_std_groups=zero_std,
-                    length=rollout.completion_lengths.float().mean(), seconds=time.perf_counter() - start,
-                    **evaluation)
-        bar.update(1)
-        bar.set_postfix(reward=f"{batch.rewards.mean().item():.3f}", loss=f"{losses[-1]:.3f}")
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=steps, seconds=time.perf_counter() - start, **evaluate())
+        return dict(loss=sum(losses) / len(losses), reward=batch.rewards.mean(), **gold,
+                    kl=sampled_kl(batch).mean(), entropy=entropy, clip_fraction=sum(clipped) / len(clipped),
+                    frac_zero_std_groups=zero_std, length=rollout.completion_lengths.float().mean())
+
+    run_steps(range(steps), train_step, history=history, total=steps, description="grpo",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("reward", "loss"))
     policy.eval()
     return policy, history

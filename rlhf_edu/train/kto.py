@@ -20,16 +20,15 @@ computed without gradient (the reference point is a constant of the loss, not a 
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import REDUCTIONS, prompt_completion_batch, resolve_device, sequence_logprobs, set_seed
-from rlhf_edu.train.data import check_fits_context, minibatches
+from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps, log_evaluation, take_rows
-from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps, per_token_nll, take_rows
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
@@ -161,12 +160,6 @@ def kto(
                                   logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size, lr=lr,
                                   n_examples=len(prompts), n_desirable=int(labels.sum()), seed=seed))
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
-
     @torch.no_grad()
     def mismatched_kl(idx):
         # The paper's estimate of KL(pi || pi_ref): prompt x_i with the NEXT example's completion y_{i+1}.
@@ -181,52 +174,41 @@ def kto(
         return (logp - ref).mean()
 
     n = len(prompts)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, "kto", progress)
-    start, step = time.perf_counter(), 0
+
+    def train_step(minibatch):
+        epoch, idx = minibatch
+        batch = take_rows(data, idx, device)
+        policy_logps = sequence_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                         logp_reduction)
+        ref_batch = ref_logps[idx.to(device)]
+        is_desirable = desirable[idx.to(device)]
+        if kl_estimate == "mismatched":
+            kl_reference = mismatched_kl(idx)
+        else:
+            kl_reference = torch.zeros((), device=device, dtype=policy_logps.dtype)
+        # Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y), z0 = max(0, KL) detached inside kto_loss.
+        losses = rt.kto_loss(policy_logps, ref_batch, is_desirable, kl_reference, beta, lambda_d, lambda_u)
+        objective = losses.mean()
+        if sft_weight > 0 and bool(is_desirable.any()):  # + NLL per token of the desirable completions
+            nll = per_token_nll(policy_logps, batch.completion_mask, logp_reduction)
+            objective = objective + sft_weight * nll[is_desirable].mean()
+        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+
+        with torch.no_grad():
+            implied = rt.dpo_implicit_reward(policy_logps.detach(), ref_batch, beta)  # beta * r_theta
+            z0 = beta * kl_reference.clamp(min=0.0)
+            good = implied[is_desirable].mean() if bool(is_desirable.any()) else torch.tensor(float("nan"))
+            bad = implied[~is_desirable].mean() if bool((~is_desirable).any()) else torch.tensor(float("nan"))
+            right_side = torch.where(is_desirable, implied > z0, implied < z0).float().mean()
+        return dict(epoch=epoch, loss=objective.detach(), kl_reference=kl_reference, reward=good - bad,
+                    margin=good - bad, desirable_reward=good, undesirable_reward=bad, accuracy=right_side,
+                    desirable_fraction=is_desirable.float().mean())
+
     policy.train()
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            batch = take_rows(data, idx, device)
-            policy_logps = sequence_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                             logp_reduction)
-            ref_batch = ref_logps[idx.to(device)]
-            is_desirable = desirable[idx.to(device)]
-            if kl_estimate == "mismatched":
-                kl_reference = mismatched_kl(idx)
-            else:
-                kl_reference = torch.zeros((), device=device, dtype=policy_logps.dtype)
-            # Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y), z0 = max(0, KL) detached inside kto_loss.
-            losses = rt.kto_loss(policy_logps, ref_batch, is_desirable, kl_reference, beta, lambda_d, lambda_u)
-            objective = losses.mean()
-            if sft_weight > 0 and bool(is_desirable.any()):  # + NLL per token of the desirable completions
-                tokens = batch.completion_mask.sum(dim=1).to(policy_logps.dtype)
-                nll = -(policy_logps if logp_reduction == "mean" else policy_logps / tokens)
-                objective = objective + sft_weight * nll[is_desirable].mean()
-
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
-
-            with torch.no_grad():
-                implied = rt.dpo_implicit_reward(policy_logps.detach(), ref_batch, beta)  # beta * r_theta
-                z0 = beta * kl_reference.clamp(min=0.0)
-                good = implied[is_desirable].mean() if bool(is_desirable.any()) else torch.tensor(float("nan"))
-                bad = implied[~is_desirable].mean() if bool((~is_desirable).any()) else torch.tensor(float("nan"))
-                right_side = torch.where(is_desirable, implied > z0, implied < z0).float().mean()
-            history.log(step=step, epoch=epoch, loss=objective.detach(), kl_reference=kl_reference,
-                        reward=good - bad, margin=good - bad, desirable_reward=good, undesirable_reward=bad,
-                        accuracy=right_side, desirable_fraction=is_desirable.float().mean(),
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(loss=f"{objective.item():.3f}", z0=f"{kl_reference.item():.2f}")
-            step += 1
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, batch_size, epochs), description="kto",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("loss", "kl_reference"))
     policy.eval()
     return policy, history

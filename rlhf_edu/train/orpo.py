@@ -18,23 +18,21 @@ notes list ORPO among the methods that "integrate SFT and alignment into a singl
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import resolve_device, set_seed
-from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
-    log_evaluation,
     pair_rows,
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
@@ -112,48 +110,30 @@ def orpo(
     history = History("orpo", dict(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
                                    seed=seed))
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
-
     n = len(prompts)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, "orpo", progress)
-    start, step = time.perf_counter(), 0
+
+    def train_step(minibatch):
+        epoch, idx = minibatch
+        batch = take_rows(data, pair_rows(idx, n), device)
+        # Mean per-token log-probs of chosen and rejected in ONE forward pass.
+        chosen_mean, rejected_mean = chosen_rejected_logps(policy, batch, "mean")
+        nll = -chosen_mean  # L_SFT: the chosen completion's per-token NLL
+        # Hong et al. 2024, eq. 6: L_SFT + lam * L_OR, L_OR = -log sigma(log odds(y_w) - log odds(y_l))
+        objective = rt.orpo_loss(chosen_mean, rejected_mean, nll, lam).mean()
+        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+
+        with torch.no_grad():
+            log_odds_ratio = rt.orpo_log_odds(chosen_mean.detach()) - rt.orpo_log_odds(rejected_mean.detach())
+            ratio = log_odds_ratio.mean()
+        return dict(epoch=epoch, loss=objective.detach(), nll=nll.detach().mean(), log_odds_ratio=ratio,
+                    margin=ratio, reward=ratio, accuracy=(log_odds_ratio > 0).float().mean(),
+                    chosen_logp=chosen_mean.detach().mean(), rejected_logp=rejected_mean.detach().mean())
+
     policy.train()
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            batch = take_rows(data, pair_rows(idx, n), device)
-            # Mean per-token log-probs of chosen and rejected in ONE forward pass.
-            chosen_mean, rejected_mean = chosen_rejected_logps(policy, batch, "mean")
-            nll = -chosen_mean  # L_SFT: the chosen completion's per-token NLL
-            # Hong et al. 2024, eq. 6: L_SFT + lam * L_OR, L_OR = -log sigma(log odds(y_w) - log odds(y_l))
-            losses = rt.orpo_loss(chosen_mean, rejected_mean, nll, lam)
-            objective = losses.mean()
-
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
-
-            with torch.no_grad():
-                log_odds_ratio = rt.orpo_log_odds(chosen_mean.detach()) - rt.orpo_log_odds(rejected_mean.detach())
-                ratio = log_odds_ratio.mean()
-            history.log(step=step, epoch=epoch, loss=objective.detach(), nll=nll.detach().mean(),
-                        log_odds_ratio=ratio, margin=ratio, reward=ratio,
-                        accuracy=(log_odds_ratio > 0).float().mean(),
-                        chosen_logp=chosen_mean.detach().mean(), rejected_logp=rejected_mean.detach().mean(),
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(loss=f"{objective.item():.3f}", log_odds=f"{ratio.item():.2f}")
-            step += 1
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, batch_size, epochs), description="orpo",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("loss", "log_odds_ratio"))
     policy.eval()
     return policy, history

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 
 import torch
 
@@ -64,11 +63,11 @@ from rlhf_edu import torch as rt
 from rlhf_edu.lm import RewardModel, ValueModel, resolve_device, set_seed, token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import minibatches
-from rlhf_edu.train.evaluation import evaluate_policy
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy
+from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
 __all__ = ["AdaptiveKLController", "RunningMoments", "ppo", "KL_PLACEMENTS", "REWARD_NORMALIZATIONS",
@@ -271,7 +270,8 @@ def ppo(
         value loss), ``policy_loss``, ``value_loss``, ``entropy`` (nats per token), ``clip_fraction``,
         ``approx_kl`` (old vs new policy; means over the batch's updates), ``reward`` (mean score from
         ``reward_fn``: a proxy when it is a reward model), ``reward_std``, ``gold_reward``, ``kl`` (mean
-        per-sequence k1 estimate of KL(policy || reference) on the rollout, nats), ``kl_coef``,
+        per-sequence k3 estimate of KL(policy || reference) on the rollout, nats; ``rollouts.sampled_kl``,
+        what the adaptive controller reads), ``kl_coef``,
         ``value_error`` (mean squared error of the critic's values against the returns, before the update),
         ``explained_variance`` (1 - Var(R - V) / Var(R)), ``length``, ``truncated`` (fraction without end
         token), ``seconds``. The trained critic is ``history.value_model``; the KL controller
@@ -374,18 +374,8 @@ def ppo(
     prompt_gen = torch.Generator().manual_seed(seed)  # prompts and minibatch order, on the CPU
     sample_gen = torch.Generator(device=device).manual_seed(seed)  # the sampler's stream
 
-    def evaluate():
-        out = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, ref_model=ref_model,
-                              gold_reward_fn=gold_reward_fn, max_new_tokens=max_new_tokens, temperature=temperature)
-        return {f"eval_{k}": v for k, v in out.items() if k != "examples"}
-
-    bar = progress_bar(steps, "ppo", progress)
-    start = time.perf_counter()
-    for step in range(steps):
+    def train_step(step):
         beta = kl_controller.value if kl_controller is not None else kl_coef
-        row = {"step": step}
-        if eval_prompts is not None and step % eval_every == 0:
-            row.update(evaluate())
 
         # 1. Rollout: sample, score, log-probs under the sampling ("old") policy and the reference.
         batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, batch_size, prompt_gen), score_fn,
@@ -462,23 +452,23 @@ def ppo(
                     sums[key] += float(value.detach())
                 n_updates += 1
 
-        # 5. The KL of the policy that sampled this batch (k1, summed per sequence), and the controller.
-        kl = float((rt.kl_estimate(logp_old, logp_ref, "k1") * mask).sum(-1).mean())
+        # 5. The KL of the policy that sampled this batch (k3 summed per sequence), and the controller.
+        kl = float(sampled_kl(batch).mean())
         if kl_controller is not None:
             kl_controller.update(kl, n_steps=len(roll))
-        row.update({k: v / n_updates for k, v in sums.items()})
+        row = {k: v / n_updates for k, v in sums.items()}
         row.update(reward=batch.rewards.mean(), reward_std=batch.rewards.std(correction=0), kl=kl, kl_coef=beta,
                    value_error=value_error, explained_variance=explained_variance,
-                   length=lengths.float().mean(), truncated=1.0 - ended.float().mean(),
-                   seconds=time.perf_counter() - start)
+                   length=lengths.float().mean(), truncated=1.0 - ended.float().mean())
         if batch.gold_rewards is not None:
             row["gold_reward"] = float(batch.gold_rewards.mean())
-        history.log(**row)
-        bar.update(1)
-        bar.set_postfix(reward=f"{float(row['reward']):.3f}", kl=f"{kl:.2f}")
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=steps, seconds=time.perf_counter() - start, **evaluate())
+        return row
+
+    run_steps(range(steps), train_step, history=history, total=steps, description="ppo",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                                 reward_fn=reward_fn, num_samples=1, max_new_tokens=max_new_tokens,
+                                 temperature=temperature),
+              eval_every=eval_every, progress=progress, postfix=("reward", "kl"))
     history.value_model = critic
     history.kl_controller = kl_controller
     return policy, history

@@ -15,9 +15,7 @@ completions rather than sampled ones. They read their data the same way and scor
 - **sequence log-probs**: :math:`\log\pi(y \mid x)` summed (or averaged) over the completion tokens with
   ``rlhf_edu.lm.sequence_logprobs``; ``chosen_rejected_logps`` splits the 2B results of one pass back
   into chosen and rejected, ``frozen_logps`` scores a whole dataset once under a frozen model without
-  gradient (the reference log-probs of DPO and KTO, computed up front);
-- **evaluation into the history**: ``log_evaluation`` samples from the policy with
-  ``rlhf_edu.train.evaluate_policy`` and returns its numbers as ``eval_*`` columns.
+  gradient (the reference log-probs of DPO and KTO, computed up front).
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ import torch
 
 from rlhf_edu.lm import TokenBatch, prompt_completion_batch, sequence_logprobs
 from rlhf_edu.train.data import check_fits_context
-from rlhf_edu.train.evaluation import evaluate_policy
 from rlhf_edu.validation import check_integer
 
 __all__ = [
@@ -39,7 +36,7 @@ __all__ = [
     "take_rows",
     "chosen_rejected_logps",
     "frozen_logps",
-    "log_evaluation",
+    "per_token_nll",
 ]
 
 
@@ -226,6 +223,20 @@ def chosen_rejected_logps(model, batch, reduction="sum"):
     return logps[:half], logps[half:]
 
 
+def per_token_nll(logps, completion_mask, reduction="sum"):
+    r"""``(B,)`` negative log-likelihood per completion token, :math:`-\frac{1}{|y|}\log\pi(y\mid x)`, from
+    sequence log-probs ``logps`` of the given ``reduction`` and the rows' ``completion_mask``.
+
+    The SFT anchor that DPO, KTO and SimPO add to their loss (``sft_weight``; RPO, Pang et al. 2024).
+
+    >>> per_token_nll(torch.tensor([-6.0]), torch.tensor([[0, 1, 1, 1]]))
+    tensor([2.])
+    """
+    if reduction == "mean":
+        return -logps
+    return -(logps / completion_mask.sum(dim=1).to(logps.dtype))
+
+
 @torch.no_grad()
 def frozen_logps(model, batch, reduction="sum", batch_size=64, device=None):
     """``(rows,)`` sequence log-probs of every row of ``batch`` under ``model``, without gradient, in chunks.
@@ -244,18 +255,3 @@ def frozen_logps(model, batch, reduction="sum", batch_size=64, device=None):
         out.append(sequence_logprobs(model, part.input_ids, part.attention_mask, part.completion_mask, reduction))
     model.train(was_training)
     return torch.cat(out)
-
-
-def log_evaluation(policy, tokenizer, eval_prompts, *, ref_model=None, gold_reward_fn=None, reward_fn=None,
-                   num_samples=4, max_new_tokens=48, seed=1234):
-    """``{"eval_gold_reward", "eval_reward", "eval_kl", "eval_entropy", "eval_length"}`` of the policy's samples.
-
-    Samples ``num_samples`` completions per prompt of ``eval_prompts`` with ``evaluate_policy`` (its own
-    seeded generator: the training stream is untouched and every evaluation of a run sees the same
-    random numbers) and renames its keys; keys whose function is not given are left out. ``eval_kl`` is
-    the exact sequence KL to ``ref_model`` (the SFT model by default in every trainer).
-    """
-    res = evaluate_policy(policy, tokenizer, eval_prompts, reward_fn, ref_model=ref_model,
-                          gold_reward_fn=gold_reward_fn, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                          seed=seed)
-    return {f"eval_{k}": v for k, v in res.items() if k != "examples"}

@@ -22,17 +22,15 @@ distillation. The Improve step is ``rlhf_edu.train.sft``, unchanged. Chapter 8 (
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
 from rlhf_edu.lm import generate, resolve_device, set_seed
 from rlhf_edu.train.data import prompt_completion_pairs
-from rlhf_edu.train.evaluation import sequence_kl
+from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
-from rlhf_edu.train.preference_data import log_evaluation
-from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.prompts import check_prompts
 from rlhf_edu.train.rollouts import as_reward_fn, frozen_copy
 from rlhf_edu.train.sft import sft
@@ -157,16 +155,10 @@ def rest(
                                    temperature=temperature, n_examples=len(data_prompts), seed=seed))
     sample_stream = torch.Generator(device=device).manual_seed(seed)
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens)
-
-    bar = progress_bar(grow_steps * improve_steps, "rest", progress)
-    start, step = time.perf_counter(), 0
     chunk = max(1, 256 // samples_per_prompt)  # prompts per generate call: at most ~256 rows at once
-    for grow in range(grow_steps):
+    grown = {}  # this Grow step's D_g, reused by its Improve steps
+
+    def grow_dataset():
         # Grow: N samples per context from the current policy, annotated with the reward.
         sampled_prompts, sampled, kls, entropies, lengths = [], [], [], [], []
         for first in range(0, len(prompts), chunk):
@@ -185,30 +177,35 @@ def rest(
         if gold_fn is not None:
             about_policy["gold_reward"] = float(gold_fn(sampled, sampled_prompts).mean())
         # D_g U D: the original data is scored and filtered like the samples.
-        grown_prompts, grown = sampled_prompts + list(data_prompts), sampled + list(data_completions)
         if data_prompts:
             rewards = np.concatenate([rewards, reward_fn(list(data_completions), list(data_prompts))])
+        return dict(prompts=sampled_prompts + list(data_prompts), completions=sampled + list(data_completions),
+                    rewards=rewards, about_policy=about_policy)
 
-        for improve, tau in enumerate(thresholds):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            # Improve: F(x, y; tau) = 1[R(x, y) >= tau], then the SFT loss on what passes.
-            keep = np.flatnonzero(rewards >= tau)
-            loss = math.nan
-            if keep.size:
-                kept = [(grown_prompts[i], grown[i]) for i in keep]
-                policy, sft_history = sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
-                                          seed=seed + step, device=device, progress=False)
-                loss = float(np.mean(sft_history["loss"]))
-                policy.eval()
-            history.log(step=step, grow=grow, improve=improve, threshold=tau, kept=keep.size,
-                        kept_fraction=keep.size / len(rewards), loss=loss,
-                        kept_reward=float(rewards[keep].mean()) if keep.size else math.nan, **about_policy,
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(grow=grow, tau=f"{tau:.2f}", kept=int(keep.size))
-            step += 1
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    def train_step(grow_improve):
+        nonlocal policy
+        grow, improve, tau = grow_improve
+        if improve == 0:
+            grown.update(grow_dataset())
+        rewards = grown["rewards"]
+        # Improve: F(x, y; tau) = 1[R(x, y) >= tau], then the SFT loss on what passes.
+        keep = np.flatnonzero(rewards >= tau)
+        loss = math.nan
+        if keep.size:
+            kept = [(grown["prompts"][i], grown["completions"][i]) for i in keep]
+            step = grow * improve_steps + improve
+            policy, sft_history = sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
+                                      seed=seed + step, device=device, progress=False)
+            loss = float(np.mean(sft_history["loss"]))
+            policy.eval()
+        return dict(grow=grow, improve=improve, threshold=tau, kept=keep.size, kept_fraction=keep.size / len(rewards),
+                    loss=loss, kept_reward=float(rewards[keep].mean()) if keep.size else math.nan,
+                    **grown["about_policy"])
+
+    schedule = [(g, i, tau) for g in range(grow_steps) for i, tau in enumerate(thresholds)]
+    run_steps(schedule, train_step, history=history, total=len(schedule), description="rest",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("loss", "kept"))
     policy.eval()
     return policy, history

@@ -35,17 +35,16 @@ noise  accuracy on the test labels  accuracy, test pairs with   agreement with t
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import RewardModel, prompt_completion_batch, resolve_device, set_seed
-from rlhf_edu.train.data import check_fits_context, minibatches
+from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import encode_pairs, pair_rows, preference_triples, ranking_records, take_rows
-from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import as_float_array, check_integer, check_nonnegative, check_positive
 
 __all__ = ["reward_model", "reward_margins", "pairwise_accuracy"]
@@ -240,52 +239,38 @@ def reward_model(
                                            n_records=n, seed=seed))
 
     def evaluate():
-        if eval_records is None:
-            return {}
         m = reward_margins(rm, tokenizer, eval_records)
         return {"eval_accuracy": float(np.mean(m > 0) + 0.5 * np.mean(m == 0)), "eval_margin": float(m.mean())}
 
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, "reward model", progress)
-    start, step = time.perf_counter(), 0
+    def train_step(minibatch):
+        epoch, idx = minibatch
+        if k_wise:
+            rows = (idx[:, None] * K + torch.arange(K)).flatten()
+            batch = take_rows(data, rows, device)
+            rewards = rm(batch.input_ids, batch.attention_mask).view(len(idx), K)
+        else:
+            batch = take_rows(data, pair_rows(idx, n), device)
+            rewards = torch.stack(rm(batch.input_ids, batch.attention_mask).chunk(2), dim=1)  # (B, 2)
+        r_win, r_lose = rewards[:, winners], rewards[:, losers]  # (B, C(K, 2))
+        m = 0.0 if margins is None else margins[idx.to(device)][:, None]
+        # Bradley-Terry NLL of every pair, weighted 1/C(K,2) per ranking (InstructGPT eq. 1).
+        bt_loss = (pair_weights * rt.bradley_terry_loss(r_win, r_lose, m)).sum(dim=1).mean()
+        objective = bt_loss
+        if l2_reward > 0:  # reward centering (Eisenstein et al. 2023): (sum_k r_k)^2 per prompt
+            objective = objective + l2_reward * rewards.sum(dim=1).pow(2).mean()
+        optimizer_step(optimizer, objective, rm.parameters(), max_grad_norm)
+
+        with torch.no_grad():
+            diff = (r_win - r_lose).detach()
+            right = (diff > 0).to(diff.dtype) + 0.5 * (diff == 0).to(diff.dtype)
+            accuracy = (pair_weights * right).sum(dim=1).mean()
+        return dict(epoch=epoch, loss=objective.detach(), bt_loss=bt_loss.detach(), accuracy=accuracy,
+                    margin=diff.mean(), reward_mean=rewards.detach().mean(), reward_std=rewards.detach().std())
+
     rm.train()
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            if k_wise:
-                rows = (idx[:, None] * K + torch.arange(K)).flatten()
-                batch = take_rows(data, rows, device)
-                rewards = rm(batch.input_ids, batch.attention_mask).view(len(idx), K)
-            else:
-                batch = take_rows(data, pair_rows(idx, n), device)
-                rewards = torch.stack(rm(batch.input_ids, batch.attention_mask).chunk(2), dim=1)  # (B, 2)
-            r_win, r_lose = rewards[:, winners], rewards[:, losers]  # (B, C(K, 2))
-            m = 0.0 if margins is None else margins[idx.to(device)][:, None]
-            # Bradley-Terry NLL of every pair, weighted 1/C(K,2) per ranking (InstructGPT eq. 1).
-            bt_loss = (pair_weights * rt.bradley_terry_loss(r_win, r_lose, m)).sum(dim=1).mean()
-            objective = bt_loss
-            if l2_reward > 0:  # reward centering (Eisenstein et al. 2023): (sum_k r_k)^2 per prompt
-                objective = objective + l2_reward * rewards.sum(dim=1).pow(2).mean()
-
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(rm.parameters(), max_grad_norm)
-            optimizer.step()
-
-            with torch.no_grad():
-                diff = (r_win - r_lose).detach()
-                right = (diff > 0).to(diff.dtype) + 0.5 * (diff == 0).to(diff.dtype)
-                accuracy = (pair_weights * right).sum(dim=1).mean()
-            history.log(step=step, epoch=epoch, loss=objective.detach(), bt_loss=bt_loss.detach(), accuracy=accuracy,
-                        margin=diff.mean(), reward_mean=rewards.detach().mean(), reward_std=rewards.detach().std(),
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(loss=f"{objective.item():.3f}", acc=f"{accuracy.item():.2f}")
-            step += 1
-    bar.close()
-    if eval_records is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, batch_size, epochs), description="reward model",
+              evaluate=None if eval_records is None else evaluate, eval_every=eval_every, progress=progress,
+              postfix=("loss", "accuracy"))
     rm.eval()
     return rm, history

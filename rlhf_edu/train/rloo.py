@@ -19,18 +19,16 @@ No value model, no ratio, no clipping: one on-policy gradient step per batch. Th
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import resolve_device, set_seed, token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.preference_data import log_evaluation
-from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy
+from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
 __all__ = ["RLOO_AGGREGATIONS", "rloo"]
@@ -91,7 +89,9 @@ def rloo(
     Returns:
         ``(policy, history)``, one row per step: ``loss``, ``reward`` (mean raw reward :math:`r` of the
         batch), ``penalized_reward`` (mean :math:`R`), ``gold_reward`` (with ``gold_reward_fn``), ``kl``
-        (mean :math:`\sum_t` of the ``estimator`` on the sampled tokens: the KL that is in the reward),
+        (mean :math:`\sum_t` k3 on the sampled tokens, ``rlhf_edu.train.rollouts.sampled_kl``, the same
+        column in every online trainer), ``kl_penalty`` (mean :math:`\sum_t` of the ``estimator``: the KL
+        that is in the reward, so ``penalized_reward = reward - beta * kl_penalty``),
         ``entropy`` (mean summed token entropy per completion), ``length``, ``seconds``, and the ``eval_*``
         columns as in ``grpo``. RLOO has no ratio, so no ``clip_fraction``.
 
@@ -137,17 +137,7 @@ def rloo(
     prompt_stream = torch.Generator().manual_seed(seed)
     sample_stream = torch.Generator(device=device).manual_seed(seed)
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens)
-
-    bar = progress_bar(steps, "rloo", progress)
-    start = time.perf_counter()
-    for step in range(steps):
-        evaluation = evaluate() if step % eval_every == 0 else {}
-
+    def train_step(step):
         # Lines 3-4: a batch of prompts, k samples each from the current policy.
         batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, prompts_per_step, prompt_stream),
                                  reward_fn, ref_model=ref_model, num_samples=group_size,
@@ -156,8 +146,8 @@ def rloo(
         rollout, mask = batch.rollout, batch.rollout.completion_mask
 
         # The KL absorbed into a sequence-level reward: R = r - beta * sum_t KL_t (data, no gradient).
-        kl = (rt.kl_estimate(batch.logp_old, batch.logp_ref, estimator) * mask).sum(-1)
-        penalized = batch.rewards - beta * kl
+        penalty = (rt.kl_estimate(batch.logp_old, batch.logp_ref, estimator) * mask).sum(-1)
+        penalized = batch.rewards - beta * penalty
         # Line 5: R_i minus the mean R of the other k - 1 samples of the same prompt.
         advantages = rt.leave_one_out_advantages(penalized.view(-1, group_size)).reshape(-1)
 
@@ -168,21 +158,17 @@ def rloo(
             loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
         else:
             loss = rt.reinforce_loss(logp, advantages, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-        optimizer.step()
+        optimizer_step(optimizer, loss, policy.parameters(), max_grad_norm)
 
         gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
-        history.log(step=step, loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(),
-                    **gold, kl=kl.mean(), entropy=(token_entropy.detach() * mask).sum(-1).mean(),
-                    length=rollout.completion_lengths.float().mean(), seconds=time.perf_counter() - start,
-                    **evaluation)
-        bar.update(1)
-        bar.set_postfix(reward=f"{batch.rewards.mean().item():.3f}", kl=f"{kl.mean().item():.2f}")
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=steps, seconds=time.perf_counter() - start, **evaluate())
+        return dict(loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(), **gold,
+                    kl=sampled_kl(batch).mean(), kl_penalty=penalty.mean(),
+                    entropy=(token_entropy.detach() * mask).sum(-1).mean(),
+                    length=rollout.completion_lengths.float().mean())
+
+    run_steps(range(steps), train_step, history=history, total=steps, description="rloo",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("reward", "kl"))
     policy.eval()
     return policy, history

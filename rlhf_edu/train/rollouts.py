@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rlhf_edu import torch as rt
 from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, token_logprobs
 
-__all__ = ["ScoredRollout", "as_reward_fn", "frozen_copy", "collect_rollouts"]
+__all__ = ["ScoredRollout", "as_reward_fn", "frozen_copy", "collect_rollouts", "sampled_kl"]
 
 
 @dataclass
@@ -122,3 +123,19 @@ def collect_rollouts(
     rewards = torch.as_tensor(np.asarray(scores, dtype=np.float32), device=device)
     gold = None if gold_reward_fn is None else np.asarray(gold_reward_fn(rollout.completions, rollout.prompts), float)
     return ScoredRollout(rollout, rewards, logp_old, logp_ref, gold)
+
+
+def sampled_kl(batch: ScoredRollout) -> torch.Tensor:
+    r"""``(B,)`` estimate of :math:`\mathrm{KL}(\pi_{old}\|\pi_{ref})` per completion: k3 summed over its tokens.
+
+    :math:`\sum_t \big(e^{\delta_t} - 1 - \delta_t\big)` with :math:`\delta_t = \log\pi_{ref}(y_t\mid\cdot)
+    - \log\pi_{old}(y_t\mid\cdot)` on the sampled tokens (Schulman's k3, ``rlhf_edu.torch.kl_estimate``):
+    unbiased for the sequence KL, never negative, and of lower variance than the plain log-ratio k1. The
+    ``kl`` column of PPO, GRPO and RLOO is its batch mean, whatever estimator their penalty uses, so the
+    column means the same in every online trainer (ReST logs the exact per-token KL of the same samples,
+    and every ``eval_kl`` is exact; ``rlhf_edu.train.evaluation``).
+    """
+    if batch.logp_ref is None:
+        raise ValueError("the rollout has no reference log-probs: collect it with ref_model=...")
+    mask = batch.rollout.completion_mask.to(batch.logp_old.dtype)
+    return (rt.kl_estimate(batch.logp_old, batch.logp_ref, "k3") * mask).sum(-1)

@@ -16,8 +16,9 @@ import time
 import torch
 
 from rlhf_edu.lm import prompt_completion_batch, resolve_device, set_seed, token_logprobs
-from rlhf_edu.train.data import check_fits_context, minibatches, prompt_completion_pairs
+from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import optimizer_step
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import check_choice, check_integer, check_positive
 
@@ -77,34 +78,25 @@ def sft(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = History("sft", dict(epochs=epochs, batch_size=batch_size, lr=lr, loss_on=loss_on,
                                   loss_reduction=loss_reduction, n_examples=len(prompts), seed=seed))
-    generator = torch.Generator().manual_seed(seed)
     n = len(prompts)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, "sft", progress)
-    start, step = time.perf_counter(), 0
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            ids = batch.input_ids[idx].to(device)
-            attn = batch.attention_mask[idx].to(device)
-            if loss_on == "completion":
-                target = batch.completion_mask[idx].to(device)
-            else:  # every real token that has a real token before it
-                target = attn.clone()
-                target[:, 1:] *= attn[:, :-1]
-                target[:, 0] = 0
-            logp = token_logprobs(model, ids, attn)
-            loss = masked_nll(logp, target, loss_reduction)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            if step % log_every == 0:
-                history.log(step=step, epoch=epoch, loss=loss.detach(), tokens=target.sum(),
-                            seconds=time.perf_counter() - start)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            step += 1
+    bar = progress_bar(steps_per_run(n, batch_size, epochs), "sft", progress)
+    start = time.perf_counter()
+    for step, (epoch, idx) in enumerate(epoch_minibatches(n, batch_size, epochs, seed)):
+        ids = batch.input_ids[idx].to(device)
+        attn = batch.attention_mask[idx].to(device)
+        if loss_on == "completion":
+            target = batch.completion_mask[idx].to(device)
+        else:  # every real token that has a real token before it
+            target = attn.clone()
+            target[:, 1:] *= attn[:, :-1]
+            target[:, 0] = 0
+        loss = masked_nll(token_logprobs(model, ids, attn), target, loss_reduction)
+        optimizer_step(optimizer, loss, model.parameters(), max_grad_norm)
+        if step % log_every == 0:  # logging every step would cost more than a tiny model's step
+            history.log(step=step, epoch=epoch, loss=loss.detach(), tokens=target.sum(),
+                        seconds=time.perf_counter() - start)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
     return model, history

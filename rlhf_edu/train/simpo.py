@@ -18,23 +18,22 @@ Chapter 6 ("Direct alignment"); the lecture notes list SimPO under "remove the r
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import resolve_device, set_seed
-from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
-    log_evaluation,
     pair_rows,
+    per_token_nll,
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
@@ -120,52 +119,36 @@ def simpo(
     history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs,
                                     batch_size=batch_size, lr=lr, n_pairs=len(prompts), seed=seed))
 
-    def evaluate():
-        if eval_prompts is None:
-            return {}
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                              reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens)
-
     n = len(prompts)
-    generator = torch.Generator().manual_seed(seed)
-    steps = epochs * ((n + batch_size - 1) // batch_size)
-    bar = progress_bar(steps, "simpo", progress)
-    start, step = time.perf_counter(), 0
+
+    def train_step(minibatch):
+        epoch, idx = minibatch
+        batch = take_rows(data, pair_rows(idx, n), device)
+        # Summed log-probs of chosen and rejected in ONE forward pass, and their lengths |y|.
+        chosen_logps, rejected_logps = chosen_rejected_logps(policy, batch, "sum")
+        lengths = batch.completion_mask.sum(dim=1).to(chosen_logps.dtype)
+        chosen_lengths, rejected_lengths = lengths.chunk(2)
+        # Meng et al. 2024, eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
+        losses = rt.simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta, gamma)
+        objective = losses.mean()
+        if sft_weight > 0:
+            objective = objective + sft_weight * per_token_nll(chosen_logps, batch.completion_mask[: len(idx)]).mean()
+        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+
+        with torch.no_grad():  # SimPO's reward: beta times the average log-prob per token
+            chosen_reward = beta * chosen_logps.detach() / chosen_lengths
+            rejected_reward = beta * rejected_logps.detach() / rejected_lengths
+            margin = (chosen_reward - rejected_reward).mean()
+        return dict(epoch=epoch, loss=objective.detach(), reward=margin, margin=margin,
+                    accuracy=(chosen_reward > rejected_reward).float().mean(),
+                    chosen_reward=chosen_reward.mean(), rejected_reward=rejected_reward.mean(),
+                    chosen_length=chosen_lengths.mean(), rejected_length=rejected_lengths.mean())
+
     policy.train()
-    for epoch in range(epochs):
-        for idx in minibatches(n, batch_size, generator):
-            evaluation = evaluate() if step % eval_every == 0 else {}
-            batch = take_rows(data, pair_rows(idx, n), device)
-            # Summed log-probs of chosen and rejected in ONE forward pass, and their lengths |y|.
-            chosen_logps, rejected_logps = chosen_rejected_logps(policy, batch, "sum")
-            lengths = batch.completion_mask.sum(dim=1).to(chosen_logps.dtype)
-            chosen_lengths, rejected_lengths = lengths.chunk(2)
-            # Meng et al. 2024, eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
-            losses = rt.simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta, gamma)
-            objective = losses.mean()
-            if sft_weight > 0:
-                objective = objective + sft_weight * (-chosen_logps / chosen_lengths).mean()
-
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-            optimizer.step()
-
-            with torch.no_grad():  # SimPO's reward: beta times the average log-prob per token
-                chosen_reward = beta * chosen_logps.detach() / chosen_lengths
-                rejected_reward = beta * rejected_logps.detach() / rejected_lengths
-                margin = (chosen_reward - rejected_reward).mean()
-            history.log(step=step, epoch=epoch, loss=objective.detach(), reward=margin, margin=margin,
-                        accuracy=(chosen_reward > rejected_reward).float().mean(),
-                        chosen_reward=chosen_reward.mean(), rejected_reward=rejected_reward.mean(),
-                        chosen_length=chosen_lengths.mean(), rejected_length=rejected_lengths.mean(),
-                        seconds=time.perf_counter() - start, **evaluation)
-            bar.update(1)
-            bar.set_postfix(loss=f"{objective.item():.3f}", margin=f"{margin.item():.2f}")
-            step += 1
-    bar.close()
-    if eval_prompts is not None:
-        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, batch_size, epochs), description="simpo",
+              evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+              eval_every=eval_every, progress=progress, postfix=("loss", "margin"))
     policy.eval()
     return policy, history

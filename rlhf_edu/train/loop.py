@@ -1,0 +1,79 @@
+"""The loop every trainer shares: evaluate on schedule, take one step, log a row, move the progress bar.
+
+A trainer of ``rlhf_edu.train`` is its method's step (sample or read a batch, compute the paper's loss,
+update) written out in its own module; the bookkeeping around the step is the same for all of them and
+lives here once:
+
+- ``run_steps(batches, train_step, ...)`` calls ``train_step(batch)`` for each batch and logs the returned
+  metrics as one history row with ``step`` and ``seconds``; every ``eval_every`` steps it first measures
+  the policy (``eval_*`` columns, BEFORE that step's update) and after the last step once more (a final row
+  with ``step`` = number of steps);
+- ``optimizer_step`` is the update: zero the gradients, backpropagate, clip the gradient norm, step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import torch
+
+from rlhf_edu.train.history import History
+from rlhf_edu.train.progress import progress_bar
+
+__all__ = ["run_steps", "optimizer_step"]
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float | None):
+    """``zero_grad``, ``loss.backward()``, clip the global gradient norm to ``max_grad_norm`` (None: no clip),
+    ``step``. ``parameters`` are the ones to clip (those of the optimiser).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+
+
+def run_steps(
+    batches: Iterable,
+    train_step: Callable[[object], dict],
+    *,
+    history: History,
+    total: int,
+    description: str,
+    evaluate: Callable[[], dict] | None = None,
+    eval_every: int = 1,
+    progress: bool = True,
+    postfix: tuple = ("loss",),
+) -> History:
+    """Run ``train_step`` over ``batches`` (``total`` of them), logging one ``history`` row per step.
+
+    Args:
+        batches: what each step consumes (minibatch indices, a step number, ...).
+        train_step: ``batch -> dict`` of the step's metrics (floats or 0-d tensors).
+        history: the ``History`` to append to (returned).
+        total, description: the progress bar's length and label.
+        evaluate: ``() -> dict`` of ``eval_*`` metrics (``rlhf_edu.train.evaluation.evaluator``), or None.
+        eval_every: evaluate before steps 0, ``eval_every``, ``2 * eval_every``, ... and after the last.
+        progress: show a progress bar (quiet off a terminal).
+        postfix: metric names shown on the bar.
+
+    >>> h = run_steps(range(3), lambda b: {"loss": 1.0 / (b + 1)}, history=History("toy"), total=3,
+    ...               description="toy", evaluate=lambda: {"eval_reward": 0.5}, eval_every=2, progress=False)
+    >>> h["step"].tolist(), h["loss"].round(2).tolist()[:3], h["eval_reward"].tolist()
+    ([0.0, 1.0, 2.0, 3.0], [1.0, 0.5, 0.33], [0.5, nan, 0.5, 0.5])
+    """
+    bar = progress_bar(total, description, progress)
+    start, step = time.perf_counter(), 0
+    for batch in batches:
+        evaluation = evaluate() if evaluate is not None and step % eval_every == 0 else {}
+        metrics = train_step(batch)
+        history.log(step=step, **metrics, seconds=time.perf_counter() - start, **evaluation)
+        bar.update(1)
+        bar.set_postfix({k: f"{float(metrics[k]):.3f}" for k in postfix if k in metrics})
+        step += 1
+    bar.close()
+    if evaluate is not None:
+        history.log(step=step, seconds=time.perf_counter() - start, **evaluate())
+    return history
