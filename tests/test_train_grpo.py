@@ -177,7 +177,7 @@ def test_grpo_raises_the_gold_reward_of_the_sentiment_sft_model(sentiment_sft):
 def test_grpo_raises_exact_match_on_arithmetic(arithmetic_sft):
     """Reduced version of the chapter's measurement: the brief SFT checkpoint, 32 training problems, the
     verifiable reward with its format bonus, 20 steps (measured: +16 to +22 points of exact match over seeds
-    0-2). benchmarks/online_trainers.py measures the full version on held-out problems."""
+    0-2). benchmarks/method_gains.py measures the full version on held-out problems."""
     policy, tok, _, _ = arithmetic_sft
     task = ArithmeticTask(seed=0)
     problems = task.prompts(32, seed=5)
