@@ -53,10 +53,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     tok = char_tokenizer()
-    model = tiny_causal_lm(tok).to(device)  # GPT-2, 2 layers, d_model 64, context 128
+    model = tiny_causal_lm(tok).to(device)  # the default: GPT-2, 2 layers, d_model 128
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
     print(f"device={device}, threads={torch.get_num_threads()}, batch={args.batch}, new tokens={args.new_tokens}, "
-          f"model=tiny GPT-2 (2 layers, d_model 64, {sum(p.numel() for p in model.parameters()):,} parameters)")
+          f"model=tiny GPT-2 ({model.config.n_layer} layers, d_model {model.config.n_embd}, "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters)")
     results = {}
     for use_cache in (True, False):
         tokens, seconds, rate = measure(model, tok, prompts, args.new_tokens, use_cache, args.repeats, device)

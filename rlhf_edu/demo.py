@@ -144,8 +144,10 @@ def _figures(histories, out: Path) -> None:
 
     from rlhf_edu.plotting import plot_history, plot_reward_vs_kl
 
+    # The online methods' per-step gold reward and KL of their own samples (DPO samples nothing while it
+    # trains; its end point is in the table and metrics.json).
     online = [histories[k] for k in ("ppo", "grpo") if k in histories]
-    fig = plot_history(online + [histories["dpo"]], keys=("gold_reward", "kl"), labels=["PPO", "GRPO", "DPO"])
+    fig = plot_history(online, keys=("gold_reward", "kl"), labels=["PPO", "GRPO"][: len(online)])
     fig.savefig(out / "training_curves.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     fig = plot_reward_vs_kl(online)

@@ -32,12 +32,16 @@ def sentiment_sft_policy(arch="gpt2", *, steps=256, batch_size=64, lr=3e-3, d_mo
     return policy, tokenizer, task, history
 
 
-def arithmetic_sft_policy(arch="gpt2", *, steps=300, batch_size=64, lr=3e-3, d_model=128, n_layer=2, seed=0,
+def arithmetic_sft_policy(arch="gpt2", *, steps=250, batch_size=64, lr=1e-3, d_model=128, n_layer=2, seed=0,
                           digits=2, device="auto", progress=True):
     """``(policy, tokenizer, task, history)``: a tiny LM briefly fine-tuned on correct sums.
 
     Kept brief on purpose: the SFT model gets the format right but the answer right well under half the
-    time, leaving room for GRPO with the verifiable reward (chapter 5).
+    time, leaving room for GRPO with the verifiable reward (chapter 5). The skill arrives suddenly, so the
+    step count matters: measured on held-out 2-digit additions (exact match of samples at temperature 1,
+    seed 0, one thread), GPT-2 is right 6% of the time after 200 steps, 19% after 250 and 53% after 300
+    (Llama: 6%, 22%, 37%). From the 250-step models GRPO (lr 2e-4, 300 steps of 16 problems x 8 samples,
+    ``benchmarks/method_gains.py``) reaches 46% (GPT-2) and 51% (Llama) in about 80 s.
     """
     tokenizer = char_tokenizer()
     task = ArithmeticTask(seed=seed, digits=digits)
