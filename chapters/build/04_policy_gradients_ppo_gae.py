@@ -813,12 +813,13 @@ md(r"""
 
 `rlhf_edu.train.ppo.ppo` is the InstructGPT loop: rollout, score at the end token, per-token KL penalty, GAE with the
 critic frozen for the batch, whitening, then epochs of minibatch updates of the clipped policy loss and the clipped
-value loss. The main loop of its source:
+value loss. One iteration of it, from its source (the shared loop `rlhf_edu.train.loop.run_steps` calls it once per
+step, evaluates on schedule and logs the returned row):
 """)
 
 code(r"""
 source = inspect.getsource(ppo)
-start, end = source.index("    for step in range(steps):"), source.index("    bar.close()")
+start, end = source.index("    def train_step(step):"), source.index("    run_steps(")
 print(source[start:end])
 """)
 
