@@ -5,23 +5,10 @@
         --ExecutePreprocessor.timeout=600
 """
 
-from pathlib import Path
+from chapter_builder import ChapterBuilder
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text, tags=()):
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    CELLS.append(cell)
+book = ChapterBuilder("02_kl_divergence.ipynb")
+md, code = book.md, book.code
 
 
 # ------------------------------------------------------------------------------------------------ 1. goals
@@ -836,14 +823,5 @@ print(f"chapter 2 ran in {time.perf_counter() - T_START:.1f} s")
 """, tags=["nbval-ignore-output"])
 
 
-def main():
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    out = Path(__file__).resolve().parents[1] / "02_kl_divergence.ipynb"
-    nbformat.write(nb, out)
-    print(f"wrote {out}")
-
-
 if __name__ == "__main__":
-    main()
+    book.write()

@@ -4,24 +4,11 @@
     .venv/bin/jupyter nbconvert --to notebook --execute --inplace chapters/04_policy_gradients_ppo_gae.ipynb
 """
 
-from pathlib import Path
+from chapter_builder import ChapterBuilder
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-CELLS = []
+book = ChapterBuilder("04_policy_gradients_ppo_gae.ipynb")
+md, code = book.md, book.code
 IGNORE = ["nbval-ignore-output"]
-
-
-def md(text):
-    CELLS.append(new_markdown_cell(text.strip("\n")))
-
-
-def code(text, tags=()):
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    CELLS.append(cell)
 
 
 # ================================================================================================
@@ -1114,14 +1101,5 @@ print(f"chapter 4 ran in {time.perf_counter() - T0:.1f} s")
 """, tags=IGNORE)
 
 
-def main():
-    nb = new_notebook(cells=CELLS)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    out = Path(__file__).resolve().parents[1] / "04_policy_gradients_ppo_gae.ipynb"
-    nbformat.write(nb, out)
-    print(f"wrote {out}")
-
-
 if __name__ == "__main__":
-    main()
+    book.write()
