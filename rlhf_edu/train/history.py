@@ -3,6 +3,17 @@
 Every trainer in ``rlhf_edu.train`` returns ``(model, history)``; ``rlhf_edu.plotting.plot_history`` draws
 it. Rows may carry different keys (e.g. an evaluation every k steps); a column is NaN where a row lacks it.
 
+Columns that mean the same in every trainer's history (each trainer's docstring lists its own extras):
+
+- ``step``, ``seconds`` (since the start of training), ``loss`` (the minimised objective);
+- ``reward``: the training signal (the reward of the sampled batch for the online methods, the implicit
+  reward margin for the offline preference methods), ``gold_reward`` (the task's gold reward of the
+  training samples, never trained on unless it is the reward);
+- ``kl``: KL(sampling policy || reference) per completion on the training batch, k3 summed over its
+  tokens (``rlhf_edu.train.rollouts.sampled_kl``; ReST: exact per token);
+- ``eval_*``: ``rlhf_edu.train.evaluation.log_evaluation`` of held-out prompts, measured before the step's
+  update and once after the last step (``eval_kl`` is exact per token, summed over the completion).
+
 >>> h = History("demo")
 >>> h.log(step=0, loss=0.69, kl=0.0)
 >>> h.log(step=1, loss=0.52, kl=0.01)
