@@ -2,11 +2,11 @@
 
 Sentiment: the SFT model of ``sentiment_sft_policy(arch)`` is trained by each method with its DEFAULT
 settings: the online methods (PPO, GRPO, RLOO, ReST) on the gold reward as the training reward, the
-offline ones (DPO, IPO, KTO, SimPO, ORPO) on 1024 Bradley-Terry labelled pairs with a gold gap >= 0.1
-(KTO: 1024 unpaired examples labelled by the gold reward). Each trained policy's samples on the 8 held-out
-prompts (16 each, 48 new tokens at most) are scored with the gold reward and the exact KL to the SFT
-model (``evaluate_policy``, the same seeded draws before and after). Best-of-n: gold reward and KL for
-n = 1..16 from 64 samples per prompt, next to the bound log n - (n - 1)/n.
+offline ones (DPO, IPO, KTO, SimPO, ORPO) on 2048 Bradley-Terry labelled pairs with a gold gap >= 0.1
+(KTO: 2048 unpaired examples labelled by the gold reward), one epoch. Each trained policy's samples on
+the 8 held-out prompts (16 each, 48 new tokens at most) are scored with the gold reward and the exact KL
+to the SFT model (``evaluate_policy``, the same seeded draws before and after). Best-of-n: gold reward
+and KL for n = 1..16 from 64 samples per prompt, next to the bound log n - (n - 1)/n.
 
 Arithmetic: ``arithmetic_sft_policy(arch)`` (right well under half the time), then GRPO (16 prompts x 8
 samples per step, 300 steps at lr 2e-4, 5 new tokens, the verifiable reward with its format bonus); exact
@@ -44,8 +44,9 @@ METHODS = ("ppo", "grpo", "rloo", "rest", "dpo", "ipo", "kto", "simpo", "orpo")
 
 
 def _trainers(task):
-    pairs = task.preference_pairs(1024, split="train", seed=0, min_gap=0.1)
-    kto_examples = task.kto_examples(1024, split="train", seed=0)
+    # the demo's data size; with 1024 pairs DPO on Llama gains +0.21 (seed 0) and +0.19 (seed 1)
+    pairs = task.preference_pairs(2048, split="train", seed=0, min_gap=0.1)
+    kto_examples = task.kto_examples(2048, split="train", seed=0)
     prompts = task.all_prompts("train")
     return {
         "ppo": lambda m, tok, seed: ppo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
