@@ -30,7 +30,15 @@ from rlhf_edu.train.recipes import arithmetic_sft_policy, sentiment_sft_policy
 from rlhf_edu.train.rest import rest
 from rlhf_edu.train.reward_model import pairwise_accuracy, reward_margins, reward_model
 from rlhf_edu.train.rloo import RLOO_AGGREGATIONS, rloo
-from rlhf_edu.train.rollouts import ScoredRollout, as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
+from rlhf_edu.train.rollouts import (
+    OnlineRun,
+    ScoredRollout,
+    as_reward_fn,
+    collect_rollouts,
+    frozen_copy,
+    prepare_online_run,
+    sampled_kl,
+)
 from rlhf_edu.train.sft import masked_nll, sft
 from rlhf_edu.train.simpo import simpo
 from rlhf_edu.train.tabular_ppo import Episodes, sample_episodes, tabular_ppo
@@ -41,7 +49,7 @@ __all__ = [
     "prompt_completion_pairs", "check_fits_context", "minibatches", "epoch_minibatches", "steps_per_run",
     "check_prompts", "draw_prompts",
     "evaluate_policy", "sequence_kl", "log_evaluation", "evaluator",
-    "ScoredRollout", "as_reward_fn", "collect_rollouts", "frozen_copy", "sampled_kl",
+    "ScoredRollout", "as_reward_fn", "collect_rollouts", "frozen_copy", "sampled_kl", "OnlineRun", "prepare_online_run",
     # supervised and reward modelling
     "sft", "masked_nll", "sentiment_sft_policy", "arithmetic_sft_policy",
     "reward_model", "pairwise_accuracy", "reward_margins",

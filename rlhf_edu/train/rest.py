@@ -26,13 +26,12 @@ import math
 import numpy as np
 import torch
 
-from rlhf_edu.lm import generate, resolve_device, set_seed
+from rlhf_edu.lm import generate
 from rlhf_edu.train.data import prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import run_steps
-from rlhf_edu.train.prompts import check_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, frozen_copy
+from rlhf_edu.train.rollouts import prepare_online_run
 from rlhf_edu.train.sft import sft
 from rlhf_edu.validation import check_integer, check_positive
 
@@ -137,23 +136,17 @@ def rest(
     temperature = check_positive("temperature", temperature)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
-    prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
-    if eval_prompts is not None:
-        eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
     data_prompts, data_completions = ([], []) if examples is None else prompt_completion_pairs(examples)
-    reward_fn = as_reward_fn(reward_fn, tokenizer)
-    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
-
-    set_seed(seed)
-    device = resolve_device(device)
-    policy.to(device)
-    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device).eval()
-    policy.eval()
+    run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
+                             eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
+                             device=device)
+    prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
+    device, ref_model = run.device, run.ref_model
     history = History("rest", dict(grow_steps=grow_steps, improve_steps=improve_steps,
                                    samples_per_prompt=samples_per_prompt, thresholds=thresholds, epochs=epochs,
                                    batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens,
                                    temperature=temperature, n_examples=len(data_prompts), seed=seed))
-    sample_stream = torch.Generator(device=device).manual_seed(seed)
+    sample_stream = run.sample_stream
 
     chunk = max(1, 256 // samples_per_prompt)  # prompts per generate call: at most ~256 rows at once
     grown = {}  # this Grow step's D_g, reused by its Improve steps

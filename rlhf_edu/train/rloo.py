@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import optimizer_step, run_steps
-from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
+from rlhf_edu.train.prompts import draw_prompts
+from rlhf_edu.train.rollouts import collect_rollouts, prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
 __all__ = ["RLOO_AGGREGATIONS", "rloo"]
@@ -119,23 +119,16 @@ def rloo(
     temperature = check_positive("temperature", temperature)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
-    prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
-    if eval_prompts is not None:
-        eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
-    reward_fn = as_reward_fn(reward_fn, tokenizer)
-    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
-
-    set_seed(seed)
-    device = resolve_device(device)
-    policy.to(device)
-    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device).eval()
-    policy.eval()  # no dropout: the loss sees the policy that sampled
+    run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
+                             eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
+                             device=device)
+    prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
+    device, ref_model = run.device, run.ref_model
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     history = History("rloo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
                                    beta=beta, estimator=estimator, aggregation=aggregation,
                                    max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
-    prompt_stream = torch.Generator().manual_seed(seed)
-    sample_stream = torch.Generator(device=device).manual_seed(seed)
+    prompt_stream, sample_stream = run.prompt_stream, run.sample_stream
 
     def train_step(step):
         # Lines 3-4: a batch of prompts, k samples each from the current policy.

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, token_logprobs
+from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, resolve_device, set_seed, token_logprobs
+from rlhf_edu.train.prompts import check_prompts
 
-__all__ = ["ScoredRollout", "as_reward_fn", "frozen_copy", "collect_rollouts", "sampled_kl"]
+__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "frozen_copy", "collect_rollouts",
+           "sampled_kl"]
 
 
 @dataclass
@@ -139,3 +141,49 @@ def sampled_kl(batch: ScoredRollout) -> torch.Tensor:
         raise ValueError("the rollout has no reference log-probs: collect it with ref_model=...")
     mask = batch.rollout.completion_mask.to(batch.logp_old.dtype)
     return (rt.kl_estimate(batch.logp_old, batch.logp_ref, "k3") * mask).sum(-1)
+
+
+@dataclass
+class OnlineRun:
+    """What an online trainer (GRPO, RLOO, ReST) starts from; made by ``prepare_online_run``.
+
+    Attributes:
+        prompts, eval_prompts: the checked prompt lists (``eval_prompts`` may be None).
+        reward_fn, gold_fn: ``(completions, prompts) -> np.ndarray`` (``gold_fn`` may be None).
+        device: the resolved device; the policy is on it, in eval mode (no dropout: the policy that
+            samples and the policy the loss sees are the same function).
+        ref_model: the frozen reference on the device (a copy of the policy as given, by default).
+        prompt_stream: CPU generator of the prompt draws; ``sample_stream``: the sampler's, on the device.
+    """
+
+    prompts: list
+    eval_prompts: list | None
+    reward_fn: object
+    gold_fn: object
+    device: torch.device
+    ref_model: torch.nn.Module
+    prompt_stream: torch.Generator
+    sample_stream: torch.Generator
+
+
+def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=None, eval_prompts=None,
+                       ref_model=None, max_new_tokens: int, seed: int, device="auto") -> OnlineRun:
+    """Check the prompts against the context, wrap the rewards, seed, place the models: an ``OnlineRun``.
+
+    Raises ``ValueError`` for empty prompts, prompts that do not fit the context with ``max_new_tokens``,
+    or a tokenizer without a pad token; ``TypeError`` for a reward that is neither callable nor a
+    ``RewardModel``.
+    """
+    prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
+    if eval_prompts is not None:
+        eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
+    reward_fn = as_reward_fn(reward_fn, tokenizer)
+    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
+    set_seed(seed)
+    device = resolve_device(device)
+    policy.to(device)
+    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device).eval()
+    policy.eval()
+    return OnlineRun(prompts, eval_prompts, reward_fn, gold_fn, device, ref_model,
+                     prompt_stream=torch.Generator().manual_seed(seed),
+                     sample_stream=torch.Generator(device=device).manual_seed(seed))
