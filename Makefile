@@ -1,19 +1,31 @@
-# rlhf-edu: the README's two commands, `make demo` and `make test`, each set up their own .venv.
+# rlhf-edu: the README's two commands, `make demo` and `make test`, each set up their own .venv
+# with the exact versions of requirements/lock.txt (what CI tested).
 PYTHON ?= python3
 VENV   ?= .venv
 # The CPU build of PyTorch. Override on a GPU machine, e.g. `make TORCH=torch demo`.
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 OUT    ?= runs/demo
+LOCK   := requirements/lock.txt
+# Seconds a single notebook cell may run in `make notebooks` / `make chapter` before it fails.
+CELL_TIMEOUT ?= 300
+PIP_QUIET := 2>&1 | grep -v "^WARNING: Location" || true
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval_sanitize.cfg -p no:cacheprovider
+# "Another machine" on this one: PyTorch's generic CPU kernels and a single thread change the last bits
+# of floats the way a different CPU, BLAS or thread count does.
+OTHER_CPU := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: demo test test-fast figures benchmarks notebooks clean
+.PHONY: demo test test-fast test-other-cpu test-latest lock notebooks chapter figures benchmarks clean
 
-$(BIN)/.installed: pyproject.toml
+# torch first (the CPU build), then every other package at its locked version, then the project itself.
+$(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import torch, transformers, nbval, rlhf_edu; print('installed torch', torch.__version__)"
+	$(BIN)/pip install -q --upgrade pip $(PIP_QUIET)
+	$(BIN)/pip install -q "$(TORCH)" $(PIP_QUIET)
+	$(BIN)/pip install -q -r $(LOCK) $(PIP_QUIET)
+	$(BIN)/pip install -q --no-deps -e . $(PIP_QUIET)
+	$(BIN)/pip check
+	$(BIN)/python -c "import torch, transformers, nbval, rlhf_edu; print('installed torch', torch.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
 ## The book's main job: the end-to-end demo on the default tiny model (figures and metrics in $(OUT)).
@@ -22,11 +34,51 @@ demo: $(BIN)/.installed
 
 ## Every test: the library's unit, twin and training tests, then every chapter notebook under nbval.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest tests chapters --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval_sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest tests chapters $(NBVAL)
+
+## The same suite as another CPU would run it (CI runs both).
+test-other-cpu: $(BIN)/.installed
+	$(OTHER_CPU) $(BIN)/python -m pytest tests chapters $(NBVAL)
 
 ## The library's tests only (no notebooks), for a quick loop while editing.
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest tests -x -q -m "not slow"
+
+## The suite on the newest releases the ranges of pyproject.toml allow (not the lock), in .venv-latest:
+## drift seen here before users see it. Not part of CI.
+test-latest:
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/pip install -q --upgrade pip $(PIP_QUIET)
+	.venv-latest/bin/pip install -q "$(TORCH)" $(PIP_QUIET)
+	.venv-latest/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" $(PIP_QUIET)
+	.venv-latest/bin/pip list --format=freeze | grep -iE "^(torch|transformers|numpy|scipy|matplotlib|nbval|pytest|jupytext)=="
+	.venv-latest/bin/python -m pytest tests chapters $(NBVAL)
+
+## Refresh requirements/lock.txt: the newest releases within pyproject.toml's ranges, resolved with
+## pip-tools (torch is installed on its own, from $(TORCH), and left out of the lock).
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q pip-tools $(PIP_QUIET)
+	.venv-lock/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --unsafe-package torch -c requirements/torch-cpu.txt \
+	    --no-emit-find-links --no-emit-index-url --no-emit-trusted-host -o $(LOCK) pyproject.toml
+
+## Chapter sources are MyST Markdown (chapters/NN_topic.md) paired with the stored, executed notebooks by
+## jupytext. `make chapter N=02` writes chapters/02_*.ipynb from its .md (outputs of unchanged cells kept)
+## and executes it; `make notebooks` does every chapter.
+chapter: $(BIN)/.installed
+	@test -n "$(N)" || { echo "usage: make chapter N=02"; exit 2; }
+	@for md in chapters/$(N)_*.md; do \
+	    nb=$${md%.md}.ipynb; \
+	    echo "$$md -> $$nb"; \
+	    $(BIN)/jupytext --quiet --to ipynb --update "$$md" && \
+	    $(BIN)/jupyter nbconvert --log-level WARN --to notebook --execute --inplace \
+	        --ExecutePreprocessor.timeout=$(CELL_TIMEOUT) "$$nb" || exit 1; \
+	done
+
+notebooks: $(BIN)/.installed
+	@for md in chapters/[0-9A-Z]*_*.md; do \
+	    n=$$(basename $$md | cut -d_ -f1); $(MAKE) --no-print-directory chapter N=$$n || exit 1; \
+	done
 
 ## Slide-ready figures of the core library into figures/.
 figures: $(BIN)/.installed
@@ -40,4 +92,4 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/trl_comparison.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-lock runs .pytest_cache

@@ -28,15 +28,15 @@ from rlhf_edu.lm import generate
 from rlhf_edu.tasks import exact_match
 from rlhf_edu.train import (
     best_of_n_curve,
-    dpo,
+    train_dpo,
     evaluate_policy,
-    grpo,
-    kto,
-    orpo,
-    ppo,
-    rest,
-    rloo,
-    simpo,
+    train_grpo,
+    train_kto,
+    train_orpo,
+    train_ppo,
+    train_rest,
+    train_rloo,
+    train_simpo,
 )
 from rlhf_edu.train.recipes import arithmetic_sft_policy, sentiment_sft_policy
 
@@ -49,15 +49,15 @@ def _trainers(task):
     kto_examples = task.kto_examples(2048, split="train", seed=0)
     prompts = task.all_prompts("train")
     return {
-        "ppo": lambda m, tok, seed: ppo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
-        "grpo": lambda m, tok, seed: grpo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
-        "rloo": lambda m, tok, seed: rloo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
-        "rest": lambda m, tok, seed: rest(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
-        "dpo": lambda m, tok, seed: dpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
-        "ipo": lambda m, tok, seed: dpo(m, tok, pairs, loss="ipo", seed=seed, device="cpu", progress=False),
-        "kto": lambda m, tok, seed: kto(m, tok, kto_examples, seed=seed, device="cpu", progress=False),
-        "simpo": lambda m, tok, seed: simpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
-        "orpo": lambda m, tok, seed: orpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
+        "ppo": lambda m, tok, seed: train_ppo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
+        "grpo": lambda m, tok, seed: train_grpo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
+        "rloo": lambda m, tok, seed: train_rloo(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
+        "rest": lambda m, tok, seed: train_rest(m, tok, prompts, task.reward, seed=seed, device="cpu", progress=False),
+        "dpo": lambda m, tok, seed: train_dpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
+        "ipo": lambda m, tok, seed: train_dpo(m, tok, pairs, loss="ipo", seed=seed, device="cpu", progress=False),
+        "kto": lambda m, tok, seed: train_kto(m, tok, kto_examples, seed=seed, device="cpu", progress=False),
+        "simpo": lambda m, tok, seed: train_simpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
+        "orpo": lambda m, tok, seed: train_orpo(m, tok, pairs, seed=seed, device="cpu", progress=False),
     }
 
 
@@ -102,7 +102,7 @@ def arithmetic(arch, seeds, sft_steps=None):
           f"greedy {start[0.0]:.3f}", flush=True)
     for seed in seeds:
         tic = time.perf_counter()
-        trained, _ = grpo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, prompts_per_step=16,
+        trained, _ = train_grpo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, prompts_per_step=16,
                           steps=300, lr=2e-4, max_new_tokens=5, seed=seed, device="cpu", progress=False)
         seconds = time.perf_counter() - tic
         end = accuracy(trained)

@@ -24,7 +24,7 @@ import torch
 from rlhf_edu.lm import RewardModel, load_model
 from rlhf_edu.tasks import SentimentTask
 from rlhf_edu.train.recipes import sentiment_sft_policy
-from rlhf_edu.train.reward_model import pairwise_accuracy, reward_margins, reward_model
+from rlhf_edu.train.reward_model import pairwise_accuracy, reward_margins, train_reward_model
 
 
 def main():
@@ -52,7 +52,7 @@ def main():
         rm = RewardModel.from_pretrained_lm(policy, seed=0)
         train = task.preference_pairs(args.pairs, noise=noise, seed=1)
         start = time.perf_counter()
-        rm, hist = reward_model(rm, tok, train, epochs=args.epochs, device="cpu", progress=False)
+        rm, hist = train_reward_model(rm, tok, train, epochs=args.epochs, device="cpu", progress=False)
         seconds = time.perf_counter() - start
         m = reward_margins(rm, tok, test)
         gold_order = np.mean((m[untied] > 0) == (gold_c[untied] > gold_r[untied]))

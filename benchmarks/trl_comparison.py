@@ -27,8 +27,8 @@ import torch
 
 from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
 from rlhf_edu.tasks import SentimentTask, gold_reward
-from rlhf_edu.train.dpo import dpo
-from rlhf_edu.train.grpo import grpo
+from rlhf_edu.train.dpo import train_dpo
+from rlhf_edu.train.grpo import train_grpo
 
 PAIRS_PER_STEP = 32
 PROMPTS_PER_STEP, GROUP = 8, 8
@@ -49,12 +49,12 @@ def _timed(fn):
 
 def ours_dpo(model, tok, pairs, n):
     # sft_weight=0: the plain DPO loss of the paper, as TRL computes it
-    return _timed(lambda: dpo(copy.deepcopy(model), tok, pairs[: n * PAIRS_PER_STEP], epochs=1, sft_weight=0.0,
+    return _timed(lambda: train_dpo(copy.deepcopy(model), tok, pairs[: n * PAIRS_PER_STEP], epochs=1, sft_weight=0.0,
                               batch_size=PAIRS_PER_STEP, device="cpu", progress=False))
 
 
 def ours_grpo(model, tok, prompts, n):
-    return _timed(lambda: grpo(copy.deepcopy(model), tok, prompts, lambda c, p: gold_reward(c),
+    return _timed(lambda: train_grpo(copy.deepcopy(model), tok, prompts, lambda c, p: gold_reward(c),
                                group_size=GROUP, prompts_per_step=PROMPTS_PER_STEP, steps=n,
                                max_new_tokens=MAX_NEW, eval_every=10**9, device="cpu", progress=False))
 

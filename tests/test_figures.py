@@ -61,10 +61,10 @@ def test_chapter4_heavier_figures_build_with_small_settings():
 
     from rlhf_edu import numpy as rn
     from rlhf_edu.figures import policy_gradients as figs
-    from rlhf_edu.train.tabular_ppo import tabular_ppo
+    from rlhf_edu.train.tabular_ppo import train_tabular_ppo
 
     assert {"ch04_gae_bias_variance", "ch04_tabular_ppo"} <= set(REGISTRY)
-    _, history = tabular_ppo(rn.two_by_two_world()[0], start=0, iterations=3)
+    _, history = train_tabular_ppo(rn.two_by_two_world()[0], start=0, iterations=3)
     for fig in (figs.gae_bias_variance_figure(lam=0.5, n_episodes=200), figs.tabular_ppo_figure(history),
                 figs.clip_objective_figure(clip_eps=0.5), figs.baseline_variance_figure(n_samples=8)):
         assert isinstance(fig, Figure)
@@ -106,7 +106,7 @@ def test_chapter1_and_2_figures_build(name):
 
 def test_chapter1_and_2_widget_figures_take_their_arguments():
     from rlhf_edu.figures import bradley_terry as bt
-    from rlhf_edu.figures import kl_divergence as kl
+    from rlhf_edu.figures import divergences as kl
 
     for fig in (bt.bt_playground_figure(gap=-2.0, noise=0.3), bt.bt_playground_figure(gap=0.0, noise=0.0),
                 kl.kl_playground_figure(mu_p=-1.0, sigma_p=0.5, mu_q=1.0, sigma_q=2.0, n=300)):

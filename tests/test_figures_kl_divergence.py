@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_edu import numpy as rn
-from rlhf_edu.figures import kl_divergence as kl
+from rlhf_edu.figures import divergences as kl
 
 
 def test_gaussian_kl_matches_a_quadrature_of_the_definition():

@@ -1,6 +1,5 @@
 """Best-of-n sampling and its reward/KL curve (rlhf_edu.train.best_of_n)."""
 
-import importlib
 import doctest
 import itertools
 import math
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 
 from rlhf_edu.lm import char_tokenizer, generate, tiny_causal_lm
 from rlhf_edu.numpy import best_of_n_kl_bound
-best_of_n_module = importlib.import_module("rlhf_edu.train.best_of_n")  # the module, not the function of the same name
-from rlhf_edu.train.best_of_n import best_of_n, best_of_n_curve, best_of_n_from_pool
+import rlhf_edu.train.best_of_n as best_of_n_module
+from rlhf_edu.train.best_of_n import sample_best_of_n, best_of_n_curve, best_of_n_from_pool
 
 PROMPTS = ["1+2=", "3+4=", "5+6="]
 
@@ -43,7 +42,7 @@ def test_doctests():
 
 def test_best_of_n_keeps_the_first_best(small):
     model, tok = small
-    out = best_of_n(model, tok, PROMPTS, digit_share, n=6, max_new_tokens=4, gold_reward_fn=digit_share,
+    out = sample_best_of_n(model, tok, PROMPTS, digit_share, n=6, max_new_tokens=4, gold_reward_fn=digit_share,
                     device="cpu")
     assert len(out) == 3 and out.all_rewards.shape == (3, 6) and len(out.all_completions[0]) == 6
     for i in range(3):
@@ -57,11 +56,11 @@ def test_best_of_n_keeps_the_first_best(small):
 
 def test_the_samples_are_the_policys_samples(small):
     model, tok = small
-    out = best_of_n(model, tok, PROMPTS, digit_share, n=4, max_new_tokens=4, seed=7, device="cpu")
+    out = sample_best_of_n(model, tok, PROMPTS, digit_share, n=4, max_new_tokens=4, seed=7, device="cpu")
     same = generate(model, tok, PROMPTS, 4, num_samples=4, generator=7)
     assert sum(out.all_completions, []) == same.completions
     # Cut into one generate call per prompt (batch_size=n): other draws, but the same twice.
-    chunked = [best_of_n(model, tok, PROMPTS, digit_share, n=4, max_new_tokens=4, seed=7, batch_size=4,
+    chunked = [sample_best_of_n(model, tok, PROMPTS, digit_share, n=4, max_new_tokens=4, seed=7, batch_size=4,
                          device="cpu") for _ in range(2)]
     assert chunked[0].all_completions == chunked[1].all_completions
     assert [len(c) for c in chunked[0].all_completions] == [4, 4, 4]
@@ -70,9 +69,9 @@ def test_the_samples_are_the_policys_samples(small):
 def test_bad_input(small):
     model, tok = small
     with pytest.raises(ValueError, match="n"):
-        best_of_n(model, tok, PROMPTS, digit_share, n=0, device="cpu")
+        sample_best_of_n(model, tok, PROMPTS, digit_share, n=0, device="cpu")
     with pytest.raises(ValueError, match="prompts is empty"):
-        best_of_n(model, tok, [], digit_share, n=2, device="cpu")
+        sample_best_of_n(model, tok, [], digit_share, n=2, device="cpu")
     with pytest.raises(ValueError, match="samples_per_prompt"):
         best_of_n_curve(model, tok, PROMPTS, digit_share, ns=(1, 8), samples_per_prompt=4, device="cpu")
     with pytest.raises(ValueError, match="ns"):

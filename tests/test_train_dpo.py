@@ -1,6 +1,5 @@
 """DPO and its relatives (IPO, SLiC-HF, GPO) as a trainer: exact first steps, direction, determinism, errors."""
 
-import importlib
 import copy
 import doctest
 import math
@@ -12,8 +11,8 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
 from rlhf_edu.numpy.direct import GPO_LOSSES
-dpo_module = importlib.import_module("rlhf_edu.train.dpo")  # the module, not the function of the same name
-from rlhf_edu.train.dpo import DPO_LOSSES, dpo
+import rlhf_edu.train.dpo as dpo_module
+from rlhf_edu.train.dpo import DPO_LOSSES, train_dpo
 from rlhf_edu.train.preference_data import encode_pairs, frozen_logps
 
 TOK = char_tokenizer()
@@ -65,7 +64,7 @@ def test_first_step_is_the_library_loss_on_separate_forward_passes(loss, reducti
         "gpo": rt.gpo_loss(rt.log_ratio_difference(pc, pr, rc, rr), beta, "hinge"),
         "slic": rt.slic_loss(pc, pr, 1.5),
     }[loss].mean()
-    _, hist = dpo(policy, TOK, PAIRS, ref_model=ref, beta=beta, loss=loss, gpo_f="hinge", slic_delta=1.5,
+    _, hist = train_dpo(policy, TOK, PAIRS, ref_model=ref, beta=beta, loss=loss, gpo_f="hinge", slic_delta=1.5,
                   logp_reduction=reduction, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
     assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
     margin = (rt.dpo_implicit_reward(pc, rc, beta) - rt.dpo_implicit_reward(pr, rr, beta)).mean()
@@ -74,13 +73,13 @@ def test_first_step_is_the_library_loss_on_separate_forward_passes(loss, reducti
 
 
 def test_at_the_reference_the_loss_is_log2_and_the_margin_zero():
-    _, hist = dpo(tiny(), TOK, PAIRS, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
+    _, hist = train_dpo(tiny(), TOK, PAIRS, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
     assert hist.first("loss") == pytest.approx(math.log(2), abs=1e-6)
     assert hist.first("margin") == 0 and hist.first("chosen_reward") == 0
     # cDPO: at h = 0 both terms are log 2 too; IPO: (0 - 1/(2 beta))^2
-    _, h2 = dpo(tiny(), TOK, PAIRS, label_smoothing=0.2, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
+    _, h2 = train_dpo(tiny(), TOK, PAIRS, label_smoothing=0.2, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
     assert h2.first("loss") == pytest.approx(math.log(2), abs=1e-6)
-    _, h3 = dpo(tiny(), TOK, PAIRS, loss="ipo", beta=0.25, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
+    _, h3 = train_dpo(tiny(), TOK, PAIRS, loss="ipo", beta=0.25, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
     assert h3.first("loss") == pytest.approx(4.0, abs=1e-5)
 
 
@@ -88,31 +87,31 @@ def test_default_is_dpo_plus_the_chosen_nll_and_sft_weight_scales_it():
     policy = tiny()
     chosen, _ = chosen_rejected()
     nll = -logps(policy, chosen, "mean").mean().item()
-    _, hist = dpo(policy, TOK, PAIRS, batch_size=len(PAIRS), **QUIET)
+    _, hist = train_dpo(policy, TOK, PAIRS, batch_size=len(PAIRS), **QUIET)
     assert hist.first("loss") == pytest.approx(math.log(2) + 1.0 * nll, rel=1e-5)
     policy = tiny()
     chosen, _ = chosen_rejected()
     nll = -logps(policy, chosen, "mean").mean().item()
-    _, hist = dpo(policy, TOK, PAIRS, sft_weight=0.5, epochs=1, batch_size=len(PAIRS), **QUIET)
+    _, hist = train_dpo(policy, TOK, PAIRS, sft_weight=0.5, epochs=1, batch_size=len(PAIRS), **QUIET)
     assert hist.first("loss") == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-5)
     # slic_lam is SLiC's own regulariser: lam * (summed) NLL of the chosen completion
     policy = tiny()
     pc, pr = logps(policy, chosen), logps(policy, chosen_rejected()[1])
-    _, hist = dpo(policy, TOK, PAIRS, loss="slic", slic_delta=1.0, slic_lam=0.1, epochs=1, batch_size=len(PAIRS),
+    _, hist = train_dpo(policy, TOK, PAIRS, loss="slic", slic_delta=1.0, slic_lam=0.1, epochs=1, batch_size=len(PAIRS),
                   **PAPER, **QUIET)
     assert hist.first("loss") == pytest.approx(rt.slic_loss(pc, pr, 1.0, -pc, 0.1).mean().item(), rel=1e-5)
 
 
 def test_gpo_logistic_is_dpo():
-    _, h_dpo = dpo(tiny(), TOK, PAIRS, epochs=2, batch_size=4, lr=1e-2, seed=3, **QUIET)
-    _, h_gpo = dpo(tiny(), TOK, PAIRS, loss="gpo", gpo_f="logistic", epochs=2, batch_size=4, lr=1e-2, seed=3,
+    _, h_dpo = train_dpo(tiny(), TOK, PAIRS, epochs=2, batch_size=4, lr=1e-2, seed=3, **QUIET)
+    _, h_gpo = train_dpo(tiny(), TOK, PAIRS, loss="gpo", gpo_f="logistic", epochs=2, batch_size=4, lr=1e-2, seed=3,
                    **QUIET)
     np.testing.assert_allclose(h_gpo["loss"], h_dpo["loss"], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("f", GPO_LOSSES)
 def test_every_gpo_function_trains(f):
-    _, hist = dpo(tiny(), TOK, PAIRS, loss="gpo", gpo_f=f, epochs=3, batch_size=8, lr=3e-3, **PAPER, **QUIET)
+    _, hist = train_dpo(tiny(), TOK, PAIRS, loss="gpo", gpo_f=f, epochs=3, batch_size=8, lr=3e-3, **PAPER, **QUIET)
     assert np.all(np.isfinite(hist["loss"]))
     assert hist.last("margin") > 0
 
@@ -120,19 +119,19 @@ def test_every_gpo_function_trains(f):
 def test_deterministic_and_reference_untouched():
     ref = tiny(1)
     before = [p.clone() for p in ref.parameters()]
-    runs = [dpo(tiny(), TOK, PAIRS, ref_model=ref, epochs=2, batch_size=3, lr=1e-2, seed=5, **QUIET)[1]
+    runs = [train_dpo(tiny(), TOK, PAIRS, ref_model=ref, epochs=2, batch_size=3, lr=1e-2, seed=5, **QUIET)[1]
             for _ in range(2)]
     for key in ("loss", "margin", "accuracy", "chosen_logp"):
         np.testing.assert_array_equal(runs[0][key], runs[1][key])
     assert all(torch.equal(a, b) for a, b in zip(before, ref.parameters()))
     assert len(runs[0]) == 2 * 3  # ceil(8 / 3) steps per epoch
-    _, other = dpo(tiny(), TOK, PAIRS, ref_model=ref, epochs=2, batch_size=3, lr=1e-2, seed=6, **QUIET)
+    _, other = train_dpo(tiny(), TOK, PAIRS, ref_model=ref, epochs=2, batch_size=3, lr=1e-2, seed=6, **QUIET)
     assert not np.array_equal(other["loss"], runs[0]["loss"])
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_both_architectures_learn_the_pairs(arch):
-    policy, hist = dpo(tiny(arch=arch), TOK, PAIRS, epochs=4, batch_size=8, lr=1e-2, **PAPER, **QUIET)
+    policy, hist = train_dpo(tiny(arch=arch), TOK, PAIRS, epochs=4, batch_size=8, lr=1e-2, **PAPER, **QUIET)
     assert hist.last("margin") > 0.5 and hist.last("accuracy") == 1.0
     assert hist.last("loss") < math.log(2)
     assert not policy.training
@@ -144,7 +143,7 @@ def test_extreme_log_ratios_stay_finite():
     with torch.no_grad():
         ref.lm_head.weight.mul_(300.0)  # GPT-2 ties it to the embedding: huge logits, extreme log-probs
     for loss in DPO_LOSSES:
-        _, hist = dpo(tiny(), TOK, PAIRS, ref_model=ref, loss=loss, epochs=1, batch_size=8, **QUIET)
+        _, hist = train_dpo(tiny(), TOK, PAIRS, ref_model=ref, loss=loss, epochs=1, batch_size=8, **QUIET)
         assert np.isfinite(hist.first("loss")), loss
 
 
@@ -165,18 +164,18 @@ def test_extreme_log_ratios_stay_finite():
 )
 def test_bad_options_raise_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        dpo(tiny(), TOK, PAIRS, **QUIET, **kwargs)
+        train_dpo(tiny(), TOK, PAIRS, **QUIET, **kwargs)
 
 
 def test_bad_data_raises():
     with pytest.raises(ValueError, match="pairs is empty"):
-        dpo(tiny(), TOK, [], **QUIET)
+        train_dpo(tiny(), TOK, [], **QUIET)
     with pytest.raises(ValueError, match="context"):
-        dpo(tiny_causal_lm(TOK, d_model=32, n_layer=1, max_length=16), TOK, PAIRS, **QUIET)
+        train_dpo(tiny_causal_lm(TOK, d_model=32, n_layer=1, max_length=16), TOK, PAIRS, **QUIET)
     tok = char_tokenizer()
     tok.pad_token = None
     with pytest.raises(ValueError, match="pad token"):
-        dpo(tiny(), tok, PAIRS, **QUIET)
+        train_dpo(tiny(), tok, PAIRS, **QUIET)
 
 
 def test_sentiment_margin_rises_and_evaluation_rows(sentiment_sft):
@@ -186,7 +185,7 @@ def test_sentiment_margin_rises_and_evaluation_rows(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     pairs = task.preference_pairs(192, min_gap=0.1, seed=11)
     data = encode_pairs(tok, [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs])
-    trained, hist = dpo(copy.deepcopy(policy), tok, pairs, gold_reward_fn=task.reward,
+    trained, hist = train_dpo(copy.deepcopy(policy), tok, pairs, gold_reward_fn=task.reward,
                         eval_prompts=task.all_prompts("test")[:2], eval_every=4, eval_samples=2,
                         eval_max_new_tokens=24, **QUIET)
     log_ratio = frozen_logps(trained, data) - frozen_logps(policy, data)

@@ -1,6 +1,5 @@
 """GRPO trainer (rlhf_edu.train.grpo): direction of the effect, identities of the loss, determinism, bad input."""
 
-import importlib
 import copy
 import doctest
 
@@ -11,8 +10,8 @@ import torch
 from rlhf_edu.lm import RewardModel, char_tokenizer, generate, tiny_causal_lm
 from rlhf_edu.tasks import ArithmeticTask, exact_match
 from rlhf_edu.train import evaluate_policy
-grpo_module = importlib.import_module("rlhf_edu.train.grpo")  # the module, not the function of the same name
-from rlhf_edu.train.grpo import grpo
+import rlhf_edu.train.grpo as grpo_module
+from rlhf_edu.train.grpo import train_grpo
 
 PROMPTS = ["1+2=", "3+4=", "5+6=", "7+8="]
 
@@ -43,7 +42,7 @@ def small(arch="gpt2", seed=0):
 def quick(model, tok, reward=digit_share, **kwargs):
     options = dict(group_size=4, prompts_per_step=2, steps=2, max_new_tokens=3, device="cpu", progress=False)
     options.update(kwargs)
-    return grpo(model, tok, PROMPTS, reward, **options)
+    return train_grpo(model, tok, PROMPTS, reward, **options)
 
 
 def test_doctests():
@@ -135,9 +134,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="beta"):
         quick(model, tok, beta=-0.1)
     with pytest.raises(ValueError, match="prompts is empty"):
-        grpo(model, tok, [], digit_share, device="cpu")
+        train_grpo(model, tok, [], digit_share, device="cpu")
     with pytest.raises(ValueError, match="prompts"):
-        grpo(model, tok, ["x" * 200], digit_share, device="cpu")
+        train_grpo(model, tok, ["x" * 200], digit_share, device="cpu")
     with pytest.raises(ValueError, match="aggregation"):
         quick(model, tok, aggregation="mean")
     with pytest.raises(ValueError, match="std"):
@@ -164,7 +163,7 @@ def test_grpo_raises_the_gold_reward_of_the_sentiment_sft_model(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     test_prompts = task.all_prompts("test")
     before = evaluate_policy(policy, tok, test_prompts, gold_reward_fn=task.reward, num_samples=8)
-    trained, hist = grpo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, steps=12,
+    trained, hist = train_grpo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, steps=12,
                          gold_reward_fn=task.reward, device="cpu", progress=False)
     after = evaluate_policy(trained, tok, test_prompts, gold_reward_fn=task.reward, ref_model=policy,
                             num_samples=8)
@@ -187,7 +186,7 @@ def test_grpo_raises_exact_match_on_arithmetic(arithmetic_sft):
         return exact_match(r.completions, r.prompts).mean()
 
     before = accuracy(policy)
-    trained, hist = grpo(copy.deepcopy(policy), tok, problems, task.reward, prompts_per_step=16, steps=40,
+    trained, hist = train_grpo(copy.deepcopy(policy), tok, problems, task.reward, prompts_per_step=16, steps=40,
                          max_new_tokens=5, device="cpu", progress=False)
     after = accuracy(trained)
     assert before < 0.5

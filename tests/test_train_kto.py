@@ -1,6 +1,5 @@
 """KTO as a trainer: the first step is the library loss, the reference point, direction, determinism, errors."""
 
-import importlib
 import copy
 import doctest
 
@@ -10,8 +9,8 @@ import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
-kto_module = importlib.import_module("rlhf_edu.train.kto")  # the module, not the function of the same name
-from rlhf_edu.train.kto import kto
+import rlhf_edu.train.kto as kto_module
+from rlhf_edu.train.kto import train_kto
 from rlhf_edu.train.preference_data import frozen_logps
 
 TOK = char_tokenizer()
@@ -60,7 +59,7 @@ def test_first_step_uses_the_mismatched_kl_estimate_and_the_library_loss():
     c_mis = [comps[j] for j in shifted.tolist()]
     kl = (logps(policy, p_mis, c_mis) - logps(ref, p_mis, c_mis)).mean()
     want = rt.kto_loss(logps(policy, prompts, comps), logps(ref, prompts, comps), labels, kl, 0.2, 1.5, 0.5).mean()
-    _, hist = kto(policy, TOK, EXAMPLES, ref_model=ref, beta=0.2, lambda_d=1.5, lambda_u=0.5, sft_weight=0.0,
+    _, hist = train_kto(policy, TOK, EXAMPLES, ref_model=ref, beta=0.2, lambda_d=1.5, lambda_u=0.5, sft_weight=0.0,
                   epochs=1, batch_size=B, **QUIET)
     assert hist.first("kl_reference") == pytest.approx(kl.item(), rel=1e-4, abs=1e-5)
     assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5)
@@ -69,7 +68,7 @@ def test_first_step_uses_the_mismatched_kl_estimate_and_the_library_loss():
 
 def test_at_the_reference_the_loss_is_half_lambda():
     """pi = pi_ref: r = 0 and the KL estimate is 0, so every example's loss is lambda_y * sigma(0)."""
-    _, hist = kto(tiny(), TOK, EXAMPLES, lambda_d=2.0, lambda_u=1.0, sft_weight=0.0, epochs=1, batch_size=6,
+    _, hist = train_kto(tiny(), TOK, EXAMPLES, lambda_d=2.0, lambda_u=1.0, sft_weight=0.0, epochs=1, batch_size=6,
                   **QUIET)
     assert hist.first("kl_reference") == pytest.approx(0.0, abs=1e-5)
     assert hist.first("loss") == pytest.approx((2 * 2.0 * 0.5 + 4 * 1.0 * 0.5) / 6, abs=1e-5)
@@ -77,7 +76,7 @@ def test_at_the_reference_the_loss_is_half_lambda():
 
 def test_default_lambda_d_balances_the_classes():
     """lambda_d=None: lambda_D n_D = lambda_U n_U (the paper's rule); 2 desirable, 4 undesirable -> 2 lambda_U."""
-    _, hist = kto(tiny(), TOK, EXAMPLES, lambda_u=0.5, sft_weight=0.0, epochs=1, batch_size=6, **QUIET)
+    _, hist = train_kto(tiny(), TOK, EXAMPLES, lambda_u=0.5, sft_weight=0.0, epochs=1, batch_size=6, **QUIET)
     assert hist.config["lambda_d"] == pytest.approx(1.0)
     assert hist.first("loss") == pytest.approx((2 * 1.0 * 0.5 + 4 * 0.5 * 0.5) / 6, abs=1e-5)
 
@@ -89,14 +88,14 @@ def test_zero_reference_point_and_sft_weight():
     with torch.no_grad():
         mean_lp = sequence_logprobs(policy, b.input_ids, b.attention_mask, b.completion_mask, "mean")
     nll = -mean_lp[labels].mean().item()
-    _, hist = kto(policy, TOK, EXAMPLES, kl_estimate="zero", sft_weight=0.5, lambda_d=1.0, epochs=2, batch_size=6,
+    _, hist = train_kto(policy, TOK, EXAMPLES, kl_estimate="zero", sft_weight=0.5, lambda_d=1.0, epochs=2, batch_size=6,
                   lr=1e-2, **QUIET)
     assert np.all(hist["kl_reference"] == 0)
     assert hist.first("loss") == pytest.approx(0.5 + 0.5 * nll, rel=1e-5)
 
 
 def test_learns_to_separate_good_from_bad_and_is_deterministic():
-    runs = [kto(tiny(), TOK, EXAMPLES, sft_weight=0.0, epochs=6, batch_size=3, lr=1e-2, seed=2, **QUIET)[1]
+    runs = [train_kto(tiny(), TOK, EXAMPLES, sft_weight=0.0, epochs=6, batch_size=3, lr=1e-2, seed=2, **QUIET)[1]
             for _ in range(2)]
     for key in ("loss", "kl_reference", "margin"):
         np.testing.assert_array_equal(runs[0][key], runs[1][key])
@@ -106,13 +105,13 @@ def test_learns_to_separate_good_from_bad_and_is_deterministic():
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_both_architectures_run(arch):
-    _, hist = kto(tiny(arch=arch), TOK, EXAMPLES, epochs=4, batch_size=6, lr=1e-2, **QUIET)
+    _, hist = train_kto(tiny(arch=arch), TOK, EXAMPLES, epochs=4, batch_size=6, lr=1e-2, **QUIET)
     assert np.all(np.isfinite(hist["loss"])) and hist.last("margin") > 0
 
 
 def test_a_batch_with_one_kind_only_logs_nan_for_the_other():
     good_only = [e for e in EXAMPLES if (e["label"] if isinstance(e, dict) else e[2])]
-    _, hist = kto(tiny(), TOK, good_only, epochs=1, batch_size=2, **QUIET)
+    _, hist = train_kto(tiny(), TOK, good_only, epochs=1, batch_size=2, **QUIET)
     assert np.all(np.isnan(hist["undesirable_reward"])) and np.isfinite(hist.first("loss"))
 
 
@@ -129,16 +128,16 @@ def test_a_batch_with_one_kind_only_logs_nan_for_the_other():
 )
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        kto(tiny(), TOK, EXAMPLES, **QUIET, **kwargs)
+        train_kto(tiny(), TOK, EXAMPLES, **QUIET, **kwargs)
 
 
 def test_bad_data():
     with pytest.raises(ValueError, match="examples is empty"):
-        kto(tiny(), TOK, [], **QUIET)
+        train_kto(tiny(), TOK, [], **QUIET)
     with pytest.raises(ValueError, match="label"):
-        kto(tiny(), TOK, [("p", " a.", "yes")], **QUIET)
+        train_kto(tiny(), TOK, [("p", " a.", "yes")], **QUIET)
     with pytest.raises(ValueError, match="context"):
-        kto(tiny_causal_lm(TOK, d_model=32, n_layer=1, max_length=16), TOK, EXAMPLES, **QUIET)
+        train_kto(tiny_causal_lm(TOK, d_model=32, n_layer=1, max_length=16), TOK, EXAMPLES, **QUIET)
 
 
 def test_sentiment_desirable_rise_above_undesirable(sentiment_sft):
@@ -149,7 +148,7 @@ def test_sentiment_desirable_rise_above_undesirable(sentiment_sft):
     batch = prompt_completion_batch(tok, [e["prompt"] for e in examples], [e["completion"] for e in examples])
     good = torch.tensor([e["label"] for e in examples])
     before = frozen_logps(policy, batch)
-    trained, hist = kto(copy.deepcopy(policy), tok, examples, **QUIET)
+    trained, hist = train_kto(copy.deepcopy(policy), tok, examples, **QUIET)
     log_ratio = frozen_logps(trained, batch) - before
     assert log_ratio[good].mean() > 0.3 and log_ratio[~good].mean() < -0.3
     assert hist.config["lambda_d"] == pytest.approx((~good).sum().item() / good.sum().item())

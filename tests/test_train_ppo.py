@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from rlhf_edu.lm import RewardModel, ValueModel, char_tokenizer, generate, tiny_causal_lm
 from rlhf_edu.tasks import gold_reward
-from rlhf_edu.train.ppo import AdaptiveKLController, RunningMoments, _completion_values, ppo
-from rlhf_edu.train.reward_model import reward_model
+from rlhf_edu.train.ppo import AdaptiveKLController, RunningMoments, _completion_values, train_ppo
+from rlhf_edu.train.reward_model import train_reward_model
 
 PROMPTS = ["review:", "the film:", "x:"]
 
@@ -46,7 +46,7 @@ def _rows_without_time(history):
 def test_ppo_with_gold_reward_raises_gold_and_moves_away_from_reference(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     eval_prompts = task.all_prompts("test") * 2
-    trained, hist = ppo(copy.deepcopy(policy), tok, task.all_prompts("train"), gold_reward,
+    trained, hist = train_ppo(copy.deepcopy(policy), tok, task.all_prompts("train"), gold_reward,
                         gold_reward_fn=gold_reward, eval_prompts=eval_prompts, eval_every=100, steps=6,
                         device="cpu", progress=False)
     gold = hist["gold_reward"][:6]
@@ -65,10 +65,10 @@ def test_ppo_with_gold_reward_raises_gold_and_moves_away_from_reference(sentimen
 def test_ppo_with_a_learned_reward_model_raises_the_proxy_and_keeps_the_reward_model_frozen(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     rm = RewardModel.from_pretrained_lm(policy, seed=0)
-    rm, _ = reward_model(rm, tok, task.preference_pairs(512), epochs=1, batch_size=32, lr=5e-4, device="cpu",
+    rm, _ = train_reward_model(rm, tok, task.preference_pairs(512), epochs=1, batch_size=32, lr=5e-4, device="cpu",
                          progress=False)
     frozen = copy.deepcopy(rm.state_dict())
-    _, hist = ppo(copy.deepcopy(policy), tok, task.all_prompts("train"), rm, gold_reward_fn=gold_reward, steps=5,
+    _, hist = train_ppo(copy.deepcopy(policy), tok, task.all_prompts("train"), rm, gold_reward_fn=gold_reward, steps=5,
                   device="cpu", progress=False)
     assert hist.config["critic_init"] == "reward_model"
     proxy = hist["reward"]
@@ -82,13 +82,13 @@ def test_ppo_with_a_learned_reward_model_raises_the_proxy_and_keeps_the_reward_m
 
 # ----- fast runs on a tiny model -----------------------------------------------------------------------
 def test_same_seed_same_history_and_different_seed_differs(tokenizer):
-    runs = [ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, seed=s, **FAST)[1] for s in (0, 0, 1)]
+    runs = [train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, seed=s, **FAST)[1] for s in (0, 0, 1)]
     assert _rows_without_time(runs[0]) == _rows_without_time(runs[1])
     assert _rows_without_time(runs[0]) != _rows_without_time(runs[2])
 
 
 def test_history_columns_and_value_model(tokenizer):
-    policy, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, gold_reward_fn=_a_share,
+    policy, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, gold_reward_fn=_a_share,
                        eval_prompts=PROMPTS, eval_every=1, **FAST)
     for key in ("loss", "policy_loss", "value_loss", "reward", "reward_std", "gold_reward", "kl", "kl_coef",
                 "entropy", "clip_fraction", "approx_kl", "value_error", "explained_variance", "length",
@@ -103,13 +103,13 @@ def test_history_columns_and_value_model(tokenizer):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_runs_on_both_architectures(tokenizer, arch):
-    _, hist = ppo(_tiny(tokenizer, arch), tokenizer, PROMPTS, _a_share, **FAST)
+    _, hist = train_ppo(_tiny(tokenizer, arch), tokenizer, PROMPTS, _a_share, **FAST)
     assert np.isfinite(hist["loss"]).all()
 
 
 def test_policy_learns_a_toy_reward(tokenizer):
     # reward the letter 'a'; a tiny model from scratch learns it within a few batches
-    _, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, steps=12, batch_size=32, minibatch_size=16,
+    _, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, steps=12, batch_size=32, minibatch_size=16,
                   max_new_tokens=6, lr=3e-3, kl_coef=0.0, device="cpu", progress=False)
     r = hist["reward"]
     assert r[-3:].mean() > r[:3].mean() + 0.05
@@ -118,48 +118,48 @@ def test_policy_learns_a_toy_reward(tokenizer):
 def test_ratio_is_one_before_the_first_update(tokenizer):
     # one epoch, one minibatch: the update sees exactly the policy that sampled (dropout off, same temperature)
     model = tiny_causal_lm(tokenizer, d_model=32, n_layer=1, dropout=0.1)  # PPO must switch dropout off
-    _, hist = ppo(model, tokenizer, PROMPTS, _a_share, steps=1, batch_size=8, minibatch_size=8,
+    _, hist = train_ppo(model, tokenizer, PROMPTS, _a_share, steps=1, batch_size=8, minibatch_size=8,
                   ppo_epochs=1, temperature=0.7, max_new_tokens=8, device="cpu", progress=False)
     assert hist.first("clip_fraction") == 0.0
     assert hist.first("approx_kl") == pytest.approx(0.0, abs=1e-7)
 
 
 def test_kl_coef_zero_makes_kl_placement_irrelevant(tokenizer):
-    runs = [ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=0.0, kl_in=where, **FAST)[1]
+    runs = [train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=0.0, kl_in=where, **FAST)[1]
             for where in ("reward", "loss")]
     assert runs[1].config["kl_estimator"] == "k3" and runs[0].config["kl_estimator"] == "k1"
     np.testing.assert_allclose(runs[0]["loss"], runs[1]["loss"], rtol=1e-5, atol=1e-7)
 
 
 def test_kl_in_the_loss_changes_the_update(tokenizer):
-    a = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=1.0, kl_in="loss", steps=3,
+    a = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=1.0, kl_in="loss", steps=3,
             **{k: v for k, v in FAST.items() if k != "steps"})[1]
-    b = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=0.0, kl_in="loss", steps=3,
+    b = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, kl_coef=0.0, kl_in="loss", steps=3,
             **{k: v for k, v in FAST.items() if k != "steps"})[1]
     assert not np.allclose(a["loss"][1:], b["loss"][1:])
 
 
 def test_critic_warmup_freezes_the_actor_only(tokenizer):
     start = _tiny(tokenizer)
-    policy, hist = ppo(copy.deepcopy(start), tokenizer, PROMPTS, _a_share, critic_warmup_steps=2, **FAST)
+    policy, hist = train_ppo(copy.deepcopy(start), tokenizer, PROMPTS, _a_share, critic_warmup_steps=2, **FAST)
     for p, q in zip(policy.parameters(), start.parameters()):
         assert torch.equal(p, q)
     fresh = ValueModel(copy.deepcopy(start), seed=0)
     assert any(not torch.equal(p, q) for p, q in zip(hist.value_model.parameters(), fresh.parameters()))
-    moved, _ = ppo(copy.deepcopy(start), tokenizer, PROMPTS, _a_share, critic_warmup_steps=1, **FAST)
+    moved, _ = train_ppo(copy.deepcopy(start), tokenizer, PROMPTS, _a_share, critic_warmup_steps=1, **FAST)
     assert any(not torch.equal(p, q) for p, q in zip(moved.parameters(), start.parameters()))
 
 
 @pytest.mark.parametrize("normalization", [None, "batch", "running"])
 def test_reward_normalizations_and_options_run(tokenizer, normalization):
-    _, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, reward_normalization=normalization,
+    _, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, reward_normalization=normalization,
                   whiten_advantages=normalization is None, value_clip=None if normalization else 0.2,
                   entropy_coef=0.01, gamma=0.99, lam=1.0, kl_estimator="k2", **FAST)
     assert np.isfinite(hist["loss"]).all() and np.isfinite(hist["value_loss"]).all()
 
 
 def test_missing_eos_penalty_and_truncation_column(tokenizer):
-    _, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, missing_eos_penalty=1.0,
+    _, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, missing_eos_penalty=1.0,
                   **{**FAST, "max_new_tokens": 1})
     # one new token: a row ends only if that token is EOS
     assert ((hist["truncated"] >= 0) & (hist["truncated"] <= 1)).all()
@@ -168,7 +168,7 @@ def test_missing_eos_penalty_and_truncation_column(tokenizer):
 
 def test_adaptive_kl_updates_the_logged_coefficient(tokenizer):
     ctl = AdaptiveKLController(0.1, target=1e-3, horizon=10)  # any drift exceeds the target: beta goes up
-    _, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, adaptive_kl=ctl, steps=3,
+    _, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, adaptive_kl=ctl, steps=3,
                   **{k: v for k, v in FAST.items() if k != "steps"})
     assert hist.kl_controller is ctl
     assert hist["kl_coef"][0] == pytest.approx(0.1)
@@ -178,19 +178,19 @@ def test_adaptive_kl_updates_the_logged_coefficient(tokenizer):
         assert hist["kl_coef"][t + 1] == pytest.approx(hist["kl_coef"][t] * (1.0 + error * 8 / 10), rel=1e-9)
     assert hist["kl"][0] == 0.0 and hist["kl_coef"][1] < hist["kl_coef"][0]  # on the reference: no KL, beta falls
     assert hist["kl"][1] > 1e-3 and hist["kl_coef"][2] > hist["kl_coef"][1]  # drift beyond the target: beta rises
-    _, hist = ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, adaptive_kl=True, **FAST)
+    _, hist = train_ppo(_tiny(tokenizer), tokenizer, PROMPTS, _a_share, adaptive_kl=True, **FAST)
     assert hist.kl_controller.target == 6.0
 
 
 def test_critic_from_reward_model_and_given_value_model(tokenizer):
     base = _tiny(tokenizer)
     rm = RewardModel.from_pretrained_lm(base, seed=3)
-    _, hist = ppo(copy.deepcopy(base), tokenizer, PROMPTS, rm, critic_lr=1e-12, lr=1e-12, **FAST)
+    _, hist = train_ppo(copy.deepcopy(base), tokenizer, PROMPTS, rm, critic_lr=1e-12, lr=1e-12, **FAST)
     assert hist.config["critic_init"] == "reward_model"
     # with a vanishing critic lr the critic is still (almost) the reward model's head and backbone
     torch.testing.assert_close(hist.value_model.head.weight, rm.head.weight)
     critic = ValueModel(copy.deepcopy(base), seed=1)
-    _, hist = ppo(copy.deepcopy(base), tokenizer, PROMPTS, _a_share, value_model=critic, **FAST)
+    _, hist = train_ppo(copy.deepcopy(base), tokenizer, PROMPTS, _a_share, value_model=critic, **FAST)
     assert hist.value_model is critic and hist.config["critic_init"] == "given"
 
 
@@ -242,40 +242,40 @@ def test_bad_inputs_are_named(tokenizer):
     model = _tiny(tokenizer)
     kw = dict(FAST)
     with pytest.raises(ValueError, match="prompts"):
-        ppo(model, tokenizer, [], _a_share, **kw)
+        train_ppo(model, tokenizer, [], _a_share, **kw)
     with pytest.raises(TypeError, match="prompts"):
-        ppo(model, tokenizer, "review:", _a_share, **kw)
+        train_ppo(model, tokenizer, "review:", _a_share, **kw)
     with pytest.raises(ValueError, match="prompts"):
-        ppo(model, tokenizer, ["x" * 125], _a_share, **kw)  # 126 tokens + 8 new > 128
+        train_ppo(model, tokenizer, ["x" * 125], _a_share, **kw)  # 126 tokens + 8 new > 128
     with pytest.raises(ValueError, match="kl_coef"):
-        ppo(model, tokenizer, PROMPTS, _a_share, kl_coef=-0.1, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, kl_coef=-0.1, **kw)
     with pytest.raises(ValueError, match="minibatch_size"):
-        ppo(model, tokenizer, PROMPTS, _a_share, **{**kw, "minibatch_size": 16})
+        train_ppo(model, tokenizer, PROMPTS, _a_share, **{**kw, "minibatch_size": 16})
     with pytest.raises(ValueError, match="kl_in"):
-        ppo(model, tokenizer, PROMPTS, _a_share, kl_in="advantage", **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, kl_in="advantage", **kw)
     with pytest.raises(ValueError, match="kl_estimator"):
-        ppo(model, tokenizer, PROMPTS, _a_share, kl_estimator="k4", **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, kl_estimator="k4", **kw)
     with pytest.raises(ValueError, match="critic_init"):
-        ppo(model, tokenizer, PROMPTS, _a_share, critic_init="reward_model", **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, critic_init="reward_model", **kw)
     with pytest.raises(ValueError, match="reward_normalization"):
-        ppo(model, tokenizer, PROMPTS, _a_share, reward_normalization="global", **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, reward_normalization="global", **kw)
     with pytest.raises(ValueError, match="clip_eps"):
-        ppo(model, tokenizer, PROMPTS, _a_share, clip_eps=0.0, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, clip_eps=0.0, **kw)
     with pytest.raises(ValueError, match="lam"):
-        ppo(model, tokenizer, PROMPTS, _a_share, lam=1.5, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, lam=1.5, **kw)
     with pytest.raises(ValueError, match="temperature"):
-        ppo(model, tokenizer, PROMPTS, _a_share, temperature=0.0, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, temperature=0.0, **kw)
     with pytest.raises(ValueError, match="eval_prompts"):
-        ppo(model, tokenizer, PROMPTS, _a_share, eval_prompts=[], **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, eval_prompts=[], **kw)
     with pytest.raises(TypeError, match="adaptive_kl"):
-        ppo(model, tokenizer, PROMPTS, _a_share, adaptive_kl=0.1, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, adaptive_kl=0.1, **kw)
     with pytest.raises(TypeError, match="reward_fn"):
-        ppo(model, tokenizer, PROMPTS, "gold", **kw)
+        train_ppo(model, tokenizer, PROMPTS, "gold", **kw)
     with pytest.raises(TypeError, match="value_model"):
-        ppo(model, tokenizer, PROMPTS, _a_share, value_model=model, **kw)
+        train_ppo(model, tokenizer, PROMPTS, _a_share, value_model=model, **kw)
     no_pad = char_tokenizer()
     no_pad.pad_token = None
     with pytest.raises(ValueError, match="pad token"):
-        ppo(model, no_pad, PROMPTS, _a_share, **kw)
+        train_ppo(model, no_pad, PROMPTS, _a_share, **kw)
     with pytest.raises(ValueError, match="reward_fn returned shape"):
-        ppo(model, tokenizer, PROMPTS, lambda c, p: np.zeros(len(c) + 1), **kw)
+        train_ppo(model, tokenizer, PROMPTS, lambda c, p: np.zeros(len(c) + 1), **kw)

@@ -1,6 +1,5 @@
 """The prompt checks and prompt draws shared by the online trainers (rlhf_edu.train.prompts)."""
 
-import importlib
 import copy
 import doctest
 
@@ -8,7 +7,7 @@ import pytest
 import torch
 
 from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
-prompts_module = importlib.import_module("rlhf_edu.train.prompts")  # the module, not the function of the same name
+import rlhf_edu.train.prompts as prompts_module
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 
 

@@ -1,6 +1,5 @@
 """ReST trainer (rlhf_edu.train.rest): Grow/Improve bookkeeping, the filter, direction of the effect, bad input."""
 
-import importlib
 import copy
 import doctest
 
@@ -10,8 +9,8 @@ import torch
 
 from rlhf_edu.lm import char_tokenizer, generate, tiny_causal_lm
 from rlhf_edu.train import evaluate_policy
-rest_module = importlib.import_module("rlhf_edu.train.rest")  # the module, not the function of the same name
-from rlhf_edu.train.rest import rest
+import rlhf_edu.train.rest as rest_module
+from rlhf_edu.train.rest import train_rest
 
 PROMPTS = ["1+2=", "3+4=", "5+6="]
 
@@ -41,7 +40,7 @@ def quick(model, tok, reward=digit_share, **kwargs):
     options = dict(grow_steps=2, improve_steps=2, samples_per_prompt=8, thresholds=(0.2, 0.4), max_new_tokens=4,
                    batch_size=8, lr=1e-2, device="cpu", progress=False)
     options.update(kwargs)
-    return rest(model, tok, PROMPTS, reward, **options)
+    return train_rest(model, tok, PROMPTS, reward, **options)
 
 
 def test_doctests():
@@ -114,9 +113,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="grow_steps"):
         quick(model, tok, grow_steps=0)
     with pytest.raises(ValueError, match="prompts is empty"):
-        rest(model, tok, [], digit_share, device="cpu")
+        train_rest(model, tok, [], digit_share, device="cpu")
     with pytest.raises(ValueError, match="prompts"):
-        rest(model, tok, ["x" * 200], digit_share, device="cpu")
+        train_rest(model, tok, ["x" * 200], digit_share, device="cpu")
     with pytest.raises(ValueError, match="examples is empty"):
         quick(model, tok, examples=[])
     no_pad = copy.deepcopy(tok)
@@ -129,7 +128,7 @@ def test_rest_raises_the_gold_reward_of_the_sentiment_sft_model(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     test_prompts = task.all_prompts("test")
     before = evaluate_policy(policy, tok, test_prompts, gold_reward_fn=task.reward, num_samples=8)
-    trained, hist = rest(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward,
+    trained, hist = train_rest(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward,
                          gold_reward_fn=task.reward, device="cpu", progress=False)
     after = evaluate_policy(trained, tok, test_prompts, gold_reward_fn=task.reward, ref_model=policy,
                             num_samples=8)

@@ -1,6 +1,5 @@
 """RLOO trainer (rlhf_edu.train.rloo): direction of the effect, the KL in the reward, determinism, bad input."""
 
-import importlib
 import copy
 import doctest
 
@@ -10,8 +9,8 @@ import torch
 
 from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
 from rlhf_edu.train import evaluate_policy
-rloo_module = importlib.import_module("rlhf_edu.train.rloo")  # the module, not the function of the same name
-from rlhf_edu.train.rloo import rloo
+import rlhf_edu.train.rloo as rloo_module
+from rlhf_edu.train.rloo import train_rloo
 
 PROMPTS = ["1+2=", "3+4=", "5+6=", "7+8="]
 
@@ -40,7 +39,7 @@ def small(arch="gpt2"):
 def quick(model, tok, reward=digit_share, **kwargs):
     options = dict(group_size=4, prompts_per_step=2, steps=2, max_new_tokens=4, device="cpu", progress=False)
     options.update(kwargs)
-    return rloo(model, tok, PROMPTS, reward, **options)
+    return train_rloo(model, tok, PROMPTS, reward, **options)
 
 
 def test_doctests():
@@ -115,9 +114,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match="estimator"):
         quick(model, tok, estimator="k4")
     with pytest.raises(ValueError, match="prompts is empty"):
-        rloo(model, tok, [], digit_share, device="cpu")
+        train_rloo(model, tok, [], digit_share, device="cpu")
     with pytest.raises(ValueError, match="prompts"):
-        rloo(model, tok, ["x" * 200], digit_share, device="cpu")
+        train_rloo(model, tok, ["x" * 200], digit_share, device="cpu")
     with pytest.raises(ValueError, match="lr"):
         quick(model, tok, lr=0.0)
     no_pad = copy.deepcopy(tok)
@@ -130,7 +129,7 @@ def test_rloo_raises_the_gold_reward_of_the_sentiment_sft_model(sentiment_sft):
     policy, tok, task, _ = sentiment_sft
     test_prompts = task.all_prompts("test")
     before = evaluate_policy(policy, tok, test_prompts, gold_reward_fn=task.reward, num_samples=8)
-    trained, hist = rloo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, steps=16,
+    trained, hist = train_rloo(copy.deepcopy(policy), tok, task.all_prompts("train"), task.reward, steps=16,
                          gold_reward_fn=task.reward, device="cpu", progress=False)
     after = evaluate_policy(trained, tok, test_prompts, gold_reward_fn=task.reward, ref_model=policy,
                             num_samples=8)

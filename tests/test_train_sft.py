@@ -18,7 +18,7 @@ from rlhf_edu.train import (
     minibatches,
     prompt_completion_pairs,
     sequence_kl,
-    sft,
+    train_sft,
 )
 
 
@@ -30,7 +30,7 @@ def test_sft_lowers_loss_and_is_deterministic(tokenizer):
     data = [("1+1=", " 2."), ("2+2=", " 4."), ("3+3=", " 6.")] * 32
     runs = []
     for _ in range(2):
-        model, hist = sft(_small(tokenizer), tokenizer, data, epochs=3, batch_size=16, lr=1e-2, device="cpu",
+        model, hist = train_sft(_small(tokenizer), tokenizer, data, epochs=3, batch_size=16, lr=1e-2, device="cpu",
                           progress=False)
         runs.append(hist["loss"])
     assert runs[0][-1] < 0.5 * runs[0][0]
@@ -39,7 +39,7 @@ def test_sft_lowers_loss_and_is_deterministic(tokenizer):
 
 def test_sft_learns_the_demonstrations(tokenizer):
     data = [{"prompt": "a:", "completion": " yes."}] * 64
-    model, _ = sft(_small(tokenizer), tokenizer, data, epochs=4, batch_size=16, lr=1e-2, device="cpu",
+    model, _ = train_sft(_small(tokenizer), tokenizer, data, epochs=4, batch_size=16, lr=1e-2, device="cpu",
                    progress=False)
     r = generate(model, tokenizer, ["a:"], max_new_tokens=8, temperature=0)
     assert r.completions == [" yes."]
@@ -47,8 +47,8 @@ def test_sft_learns_the_demonstrations(tokenizer):
 
 def test_sft_loss_on_all_tokens_differs_from_completion_only(tokenizer):
     data = [("hello there", " ok.")] * 16
-    _, h_c = sft(_small(tokenizer), tokenizer, data, epochs=1, batch_size=16, device="cpu", progress=False)
-    _, h_a = sft(_small(tokenizer), tokenizer, data, epochs=1, batch_size=16, loss_on="all", device="cpu",
+    _, h_c = train_sft(_small(tokenizer), tokenizer, data, epochs=1, batch_size=16, device="cpu", progress=False)
+    _, h_a = train_sft(_small(tokenizer), tokenizer, data, epochs=1, batch_size=16, loss_on="all", device="cpu",
                  progress=False)
     # completion: " ok." + EOS = 5 tokens; all: BOS predicts nothing, then 11 prompt + 5 completion tokens
     assert h_c.first("tokens") == 16 * 5 and h_a.first("tokens") == 16 * (11 + 5)
@@ -67,15 +67,15 @@ def test_masked_nll_reductions():
 def test_sft_bad_input(tokenizer):
     model = _small(tokenizer)
     with pytest.raises(ValueError, match="examples is empty"):
-        sft(model, tokenizer, [], progress=False)
+        train_sft(model, tokenizer, [], progress=False)
     with pytest.raises(ValueError, match="lr"):
-        sft(model, tokenizer, [("a", "b")], lr=0.0, progress=False)
+        train_sft(model, tokenizer, [("a", "b")], lr=0.0, progress=False)
     with pytest.raises(ValueError, match="context"):
-        sft(model, tokenizer, [("a" * 200, "b")], progress=False)
+        train_sft(model, tokenizer, [("a" * 200, "b")], progress=False)
     no_pad = char_tokenizer()
     no_pad.pad_token = None
     with pytest.raises(ValueError, match="pad"):
-        sft(model, no_pad, [("a", "b")], progress=False)
+        train_sft(model, no_pad, [("a", "b")], progress=False)
     with pytest.raises(ValueError, match="keys"):
         prompt_completion_pairs([{"question": "a"}])
 

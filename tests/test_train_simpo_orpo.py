@@ -1,6 +1,5 @@
 """SimPO and ORPO as trainers (no reference model in the loss): exact first steps, direction, errors."""
 
-import importlib
 import copy
 import doctest
 
@@ -10,11 +9,11 @@ import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import char_tokenizer, prompt_completion_batch, sequence_logprobs, tiny_causal_lm
-orpo_module = importlib.import_module("rlhf_edu.train.orpo")  # the module, not the function of the same name
-simpo_module = importlib.import_module("rlhf_edu.train.simpo")  # the module, not the function of the same name
-from rlhf_edu.train.orpo import orpo
+import rlhf_edu.train.orpo as orpo_module
+import rlhf_edu.train.simpo as simpo_module
+from rlhf_edu.train.orpo import train_orpo
 from rlhf_edu.train.preference_data import encode_pairs, frozen_logps
-from rlhf_edu.train.simpo import simpo
+from rlhf_edu.train.simpo import train_simpo
 
 TOK = char_tokenizer()
 PAIRS = [
@@ -47,7 +46,7 @@ def test_simpo_first_step_is_the_library_loss():
     policy = tiny()
     (lc, nc), (lr_, nr) = scores(policy, 1, "sum"), scores(policy, 2, "sum")
     want = rt.simpo_loss(lc, lr_, nc, nr, 2.5, 1.25).mean()
-    _, hist = simpo(policy, TOK, PAIRS, beta=2.5, gamma=1.25, sft_weight=0.0, epochs=1, batch_size=len(PAIRS),
+    _, hist = train_simpo(policy, TOK, PAIRS, beta=2.5, gamma=1.25, sft_weight=0.0, epochs=1, batch_size=len(PAIRS),
                     **QUIET)
     assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5)
     assert hist.first("margin") == pytest.approx((2.5 * (lc / nc - lr_ / nr)).mean().item(), rel=1e-4, abs=1e-6)
@@ -58,7 +57,7 @@ def test_simpo_sft_weight_adds_the_chosen_nll():
     policy = tiny()
     (lc, nc), (lr_, nr) = scores(policy, 1, "sum"), scores(policy, 2, "sum")
     want = rt.simpo_loss(lc, lr_, nc, nr, 2.0, 1.0).mean() + 0.3 * (-lc / nc).mean()
-    _, hist = simpo(policy, TOK, PAIRS, sft_weight=0.3, epochs=1, batch_size=len(PAIRS), **QUIET)
+    _, hist = train_simpo(policy, TOK, PAIRS, sft_weight=0.3, epochs=1, batch_size=len(PAIRS), **QUIET)
     assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5)
 
 
@@ -66,7 +65,7 @@ def test_orpo_first_step_is_the_library_loss():
     policy = tiny()
     (mc, _), (mr, _) = scores(policy, 1, "mean"), scores(policy, 2, "mean")
     want = rt.orpo_loss(mc, mr, -mc, 0.4).mean()
-    _, hist = orpo(policy, TOK, PAIRS, lam=0.4, epochs=1, batch_size=len(PAIRS), **QUIET)
+    _, hist = train_orpo(policy, TOK, PAIRS, lam=0.4, epochs=1, batch_size=len(PAIRS), **QUIET)
     assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5)
     assert hist.first("nll") == pytest.approx(-mc.mean().item(), rel=1e-5)
     ratio = (rt.orpo_log_odds(mc) - rt.orpo_log_odds(mr)).mean()
@@ -74,11 +73,11 @@ def test_orpo_first_step_is_the_library_loss():
 
 
 def test_orpo_with_lam_zero_is_sft_on_the_chosen():
-    _, hist = orpo(tiny(), TOK, PAIRS, lam=0.0, epochs=1, batch_size=len(PAIRS), **QUIET)
+    _, hist = train_orpo(tiny(), TOK, PAIRS, lam=0.0, epochs=1, batch_size=len(PAIRS), **QUIET)
     assert hist.first("loss") == pytest.approx(hist.first("nll"), rel=1e-6)
 
 
-@pytest.mark.parametrize("trainer", [simpo, orpo])
+@pytest.mark.parametrize("trainer", [train_simpo, train_orpo])
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_learns_the_pairs_and_is_deterministic(trainer, arch):
     runs = [trainer(tiny(arch=arch), TOK, PAIRS, epochs=4, batch_size=4, lr=1e-2, seed=1, **QUIET)[1]
@@ -93,7 +92,7 @@ def test_no_reference_copy_without_evaluation():
     """SimPO and ORPO need no reference model: none is built (or touched) unless evaluation asks for a KL."""
     ref = tiny(1)
     before = [p.clone() for p in ref.parameters()]
-    for trainer in (simpo, orpo):
+    for trainer in (train_simpo, train_orpo):
         _, hist = trainer(tiny(), TOK, PAIRS, ref_model=ref, epochs=1, batch_size=8, lr=1e-2, **QUIET)
         assert "eval_kl" not in hist
     assert all(torch.equal(a, b) for a, b in zip(before, ref.parameters()))
@@ -102,13 +101,13 @@ def test_no_reference_copy_without_evaluation():
 @pytest.mark.parametrize(
     "trainer, kwargs, match",
     [
-        (simpo, dict(beta=0.0), "beta"),
-        (simpo, dict(gamma=-1.0), "gamma"),
-        (simpo, dict(sft_weight=-1.0), "sft_weight"),
-        (simpo, dict(epochs=0), "epochs"),
-        (orpo, dict(lam=-0.1), "lam"),
-        (orpo, dict(lr=-1.0), "lr"),
-        (orpo, dict(eval_every=0), "eval_every"),
+        (train_simpo, dict(beta=0.0), "beta"),
+        (train_simpo, dict(gamma=-1.0), "gamma"),
+        (train_simpo, dict(sft_weight=-1.0), "sft_weight"),
+        (train_simpo, dict(epochs=0), "epochs"),
+        (train_orpo, dict(lam=-0.1), "lam"),
+        (train_orpo, dict(lr=-1.0), "lr"),
+        (train_orpo, dict(eval_every=0), "eval_every"),
     ],
 )
 def test_bad_options(trainer, kwargs, match):
@@ -116,7 +115,7 @@ def test_bad_options(trainer, kwargs, match):
         trainer(tiny(), TOK, PAIRS, **QUIET, **kwargs)
 
 
-@pytest.mark.parametrize("trainer", [simpo, orpo])
+@pytest.mark.parametrize("trainer", [train_simpo, train_orpo])
 def test_bad_data(trainer):
     with pytest.raises(ValueError, match="pairs is empty"):
         trainer(tiny(), TOK, [], **QUIET)
@@ -124,7 +123,7 @@ def test_bad_data(trainer):
         trainer(tiny_causal_lm(TOK, d_model=32, n_layer=1, max_length=16), TOK, PAIRS, **QUIET)
 
 
-@pytest.mark.parametrize("trainer", [simpo, orpo])
+@pytest.mark.parametrize("trainer", [train_simpo, train_orpo])
 def test_sentiment_preference_margin_rises(sentiment_sft, trainer):
     """On the book's SFT model, with the defaults: the mean per-token log-prob of the chosen completions
     rises relative to the rejected ones (measured on the whole training set before and after)."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhf_edu import numpy as rn
-from rlhf_edu.train.tabular_ppo import sample_episodes, tabular_ppo
+from rlhf_edu.train.tabular_ppo import sample_episodes, train_tabular_ppo
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_sample_episodes_rejects_bad_input(kwargs, match):
 
 def test_ppo_solves_the_two_by_two_world():
     mdp, _ = rn.two_by_two_world()
-    policy, history = tabular_ppo(mdp, start=0, iterations=15)
+    policy, history = train_tabular_ppo(mdp, start=0, iterations=15)
     assert history.first("objective") == pytest.approx(-8.0)  # the random start policy (chapter 3)
     assert history.last("optimum") == -2.0
     assert history.last("objective") > -2.1
@@ -93,7 +93,7 @@ def test_ppo_solves_the_two_by_two_world():
 
 def test_ppo_on_the_classic_grid_gets_close_to_the_optimum_and_the_critic_learns():
     mdp, _ = rn.classic_grid_world()
-    policy, values, history = tabular_ppo(mdp, iterations=25, return_critic=True)
+    policy, values, history = train_tabular_ppo(mdp, iterations=25, return_critic=True)
     v_pi = rn.policy_evaluation(mdp, policy)
     assert history.last("objective") == pytest.approx(v_pi.mean())
     assert history.last("gap") < 0.1 * history.first("gap")
@@ -105,29 +105,29 @@ def test_ppo_on_the_classic_grid_gets_close_to_the_optimum_and_the_critic_learns
 
 def test_ppo_is_deterministic_for_a_seed():
     mdp, _ = rn.two_by_two_world()
-    _, h1 = tabular_ppo(mdp, start=0, iterations=3, seed=5)
-    _, h2 = tabular_ppo(mdp, start=0, iterations=3, seed=5)
+    _, h1 = train_tabular_ppo(mdp, start=0, iterations=3, seed=5)
+    _, h2 = train_tabular_ppo(mdp, start=0, iterations=3, seed=5)
     for key in ("objective", "policy_loss", "value_loss", "clip_fraction"):
         assert np.array_equal(h1[key], h2[key], equal_nan=True)
 
 
 def test_ppo_leaves_torch_threads_alone():
     torch.set_num_threads(2)
-    tabular_ppo(rn.two_by_two_world()[0], start=0, iterations=1)
+    train_tabular_ppo(rn.two_by_two_world()[0], start=0, iterations=1)
     assert torch.get_num_threads() == 2
 
 
 def test_entropy_bonus_keeps_the_policy_more_random():
     mdp, _ = rn.two_by_two_world()
-    _, plain = tabular_ppo(mdp, start=0, iterations=10)
-    _, bonus = tabular_ppo(mdp, start=0, iterations=10, entropy_coef=0.5)
+    _, plain = train_tabular_ppo(mdp, start=0, iterations=10)
+    _, bonus = train_tabular_ppo(mdp, start=0, iterations=10, entropy_coef=0.5)
     assert bonus["entropy"][-2] > plain["entropy"][-2]
 
 
 def test_kl_penalty_keeps_the_policy_near_the_start():
     mdp, _ = rn.two_by_two_world()
-    _, plain = tabular_ppo(mdp, start=0, iterations=10)
-    _, tied = tabular_ppo(mdp, start=0, iterations=10, kl_coef=2.0)
+    _, plain = train_tabular_ppo(mdp, start=0, iterations=10)
+    _, tied = train_tabular_ppo(mdp, start=0, iterations=10, kl_coef=2.0)
     assert tied["kl_ref"][-2] < plain["kl_ref"][-2]
 
 
@@ -135,8 +135,8 @@ def test_treating_truncation_as_termination_breaks_the_critic():
     # the classic grid never ends: every row is truncated; without the bootstrap the critic learns the value
     # of 5 steps instead of the infinite-horizon one (the chapter's common bug)
     mdp, _ = rn.classic_grid_world()
-    _, _, good = tabular_ppo(mdp, max_steps=5, iterations=25, return_critic=True)
-    _, _, bad = tabular_ppo(mdp, max_steps=5, iterations=25, return_critic=True, bootstrap_truncated=False)
+    _, _, good = train_tabular_ppo(mdp, max_steps=5, iterations=25, return_critic=True)
+    _, _, bad = train_tabular_ppo(mdp, max_steps=5, iterations=25, return_critic=True, bootstrap_truncated=False)
     assert good["critic_error"][-2] < 3.0 < 10.0 < bad["critic_error"][-2]
 
 
@@ -154,11 +154,11 @@ def test_treating_truncation_as_termination_breaks_the_critic():
 )
 def test_tabular_ppo_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        tabular_ppo(rn.two_by_two_world()[0], start=0, **kwargs)
+        train_tabular_ppo(rn.two_by_two_world()[0], start=0, **kwargs)
 
 
 def test_tabular_ppo_wants_a_numpy_mdp():
     from rlhf_edu import torch as rt
 
     with pytest.raises(TypeError, match="mdp"):
-        tabular_ppo(rt.two_by_two_world()[0])
+        train_tabular_ppo(rt.two_by_two_world()[0])

@@ -1,7 +1,7 @@
 """Exercise checkers: ``check_<name>(student_fn)`` for every chapter's exercises.
 
 Each chapter's checkers live in a module named after the chapter's idea (``bradley_terry``,
-``kl_divergence``, ...), built with :func:`rlhf_edu.exercises.checker.make_checker`; every ``check_*`` is
+``divergences``, ...), built with :func:`rlhf_edu.exercises.checker.make_checker`; every ``check_*`` is
 re-exported here, so a notebook writes ``from rlhf_edu.exercises import check_bt_prob``.
 """
 

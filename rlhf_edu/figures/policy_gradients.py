@@ -309,9 +309,9 @@ def tabular_ppo_figure(history=None):
     critic's largest error and the fraction of clipped samples.
     """
     if history is None:
-        from rlhf_edu.train.tabular_ppo import tabular_ppo
+        from rlhf_edu.train.tabular_ppo import train_tabular_ppo
 
-        _, history = tabular_ppo(classic_grid_world()[0])
+        _, history = train_tabular_ppo(classic_grid_world()[0])
     it = history["iteration"]
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.6), layout="constrained")
     ax = axes[0]

@@ -13,6 +13,7 @@ key/value cache so each step costs one token of compute instead of the whole pre
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +22,7 @@ from rlhf_edu.lm.batching import _require_pad, encode_prompts, left_pad, positio
 from rlhf_edu.lm.models import context_length
 from rlhf_edu.validation import check_integer, check_nonnegative
 
-__all__ = ["Rollout", "generate"]
+__all__ = ["Rollout", "cache_keyword", "generate"]
 
 
 @dataclass
@@ -69,6 +70,28 @@ class Rollout:
     def completion_lengths(self):
         """``(B,)`` number of generated tokens per row (EOS included)."""
         return self.completion_mask.sum(dim=1)
+
+
+def cache_keyword(model):
+    """The name under which ``model.forward`` takes (and its output returns) the KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40); older
+    releases, and models written against them, only know ``past_key_values``. A state-space model such as
+    Mamba also takes ``cache`` and silently drops an unknown name, so the name must be the right one.
+
+    >>> from rlhf_edu.lm import tiny_causal_lm
+    >>> cache_keyword(tiny_causal_lm(20))
+    'cache'
+    """
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):  # a forward without a signature: assume the current API
+        return "cache"
+    if "cache" in params:
+        return "cache"
+    if "past_key_values" in params:
+        return "past_key_values"
+    raise TypeError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`: it has no KV cache")
 
 
 def _model_device(model):
@@ -138,7 +161,8 @@ def generate(
     sampling from one uniform number per row. A row that emits EOS stops (``stop_at_eos``): its later
     columns are padding with ``attention_mask`` 0. The loop ends early when every row has stopped.
 
-    ``use_cache=True`` feeds only the newest token each step, with ``past_key_values``; ``use_cache=False``
+    ``use_cache=True`` feeds only the newest token each step, with the model's cache (the ``cache``
+    argument of transformers >= 5.24, ``past_key_values`` before; see ``cache_keyword``); ``use_cache=False``
     recomputes the whole prefix each step (slower, same tokens for the same seed). Runs under
     ``torch.no_grad()`` and in eval mode (the model's train/eval mode is restored afterwards), on the
     model's device.
@@ -212,6 +236,7 @@ def generate(
         with torch.no_grad():
             finished = torch.zeros(B, dtype=torch.bool, device=device)
             new_logprobs, past = [], None
+            cache_name = cache_keyword(model) if use_cache else None
             for _ in range(max_new_tokens):
                 positions = position_ids_from_mask(mask)
                 if use_cache and past is not None:
@@ -219,13 +244,13 @@ def generate(
                         input_ids=ids[:, -1:],
                         attention_mask=mask,
                         position_ids=positions[:, -1:],
-                        past_key_values=past,
                         use_cache=True,
+                        **{cache_name: past},
                     )
                 else:
                     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
                 if use_cache:
-                    past = out.past_key_values
+                    past = out[cache_name]
                 token, logprob = _sample_next(out.logits[:, -1, :], temperature, top_k, generator)
                 # Rows that already stopped get padding, invisible to attention.
                 token = torch.where(finished, torch.full_like(token, pad), token)

@@ -5,7 +5,7 @@ completions per prompt from the policy, scores them with a reward and returns th
 policy is untouched, and yet the answers move away from it, by at most
 :math:`\mathrm{KL}(\pi_{BoN}\|\pi) \le \log n - \frac{n-1}{n}` nats (``best_of_n_kl_bound``).
 
-``best_of_n`` does the sampling. ``best_of_n_curve`` measures, for several n at once, the expected reward,
+``sample_best_of_n`` does the sampling. ``best_of_n_curve`` measures, for several n at once, the expected reward,
 gold reward and KL of best-of-n from ONE pool of M samples per prompt: with :math:`\hat\pi` the empirical
 distribution of the pool (each sample weight 1/M), the best of n draws from :math:`\hat\pi` has the exact
 distribution ``rlhf_edu.numpy.best_of_n_probs(1/M, rewards, n)``, and its expected reward, gold reward and
@@ -28,12 +28,12 @@ from rlhf_edu.train.prompts import check_prompts
 from rlhf_edu.train.rollouts import as_reward_fn
 from rlhf_edu.validation import check_integer, check_positive
 
-__all__ = ["BestOfN", "best_of_n", "best_of_n_from_pool", "best_of_n_curve"]
+__all__ = ["BestOfN", "sample_best_of_n", "best_of_n_from_pool", "best_of_n_curve"]
 
 
 @dataclass
 class BestOfN:
-    """What ``best_of_n`` returns, for P prompts and n samples each.
+    """What ``sample_best_of_n`` returns, for P prompts and n samples each.
 
     Attributes:
         prompts: the P prompts.
@@ -58,7 +58,7 @@ class BestOfN:
         return len(self.prompts)
 
 
-def best_of_n(
+def sample_best_of_n(
     policy,
     tokenizer,
     prompts,
@@ -85,7 +85,7 @@ def best_of_n(
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
-    >>> out = best_of_n(model, tok, ["1+1=", "2+2="], lambda c, p: [float(len(s)) for s in c], n=4,
+    >>> out = sample_best_of_n(model, tok, ["1+1=", "2+2="], lambda c, p: [float(len(s)) for s in c], n=4,
     ...                 max_new_tokens=3, device="cpu")
     >>> out.all_rewards.shape, bool((out.rewards == out.all_rewards.max(axis=1)).all())
     ((2, 4), True)
@@ -143,7 +143,7 @@ def best_of_n_curve(
 ) -> dict:
     r"""Reward, gold reward and KL of best-of-n for every n in ``ns``, from one pool of samples per prompt.
 
-    Draws M = ``samples_per_prompt`` completions per prompt (``best_of_n(..., n=M)``). For each prompt and
+    Draws M = ``samples_per_prompt`` completions per prompt (``sample_best_of_n(..., n=M)``). For each prompt and
     each n the best of n draws WITH replacement from the pool has the exact distribution
     :math:`w = ` ``best_of_n_probs(1/M, rewards, n)`` over the pool (reward ties share their level's mass,
     i.e. they are broken at random), so
@@ -180,7 +180,7 @@ def best_of_n_curve(
     if max(ns) > samples_per_prompt:
         raise ValueError(f"samples_per_prompt ({samples_per_prompt}) must be at least the largest n ({max(ns)}), "
                          f"better 4 times it: the pool estimates best-of-n by drawing from itself")
-    pool = best_of_n(policy, tokenizer, prompts, reward_fn, samples_per_prompt, max_new_tokens=max_new_tokens,
+    pool = sample_best_of_n(policy, tokenizer, prompts, reward_fn, samples_per_prompt, max_new_tokens=max_new_tokens,
                      temperature=temperature, gold_reward_fn=gold_reward_fn, batch_size=batch_size, seed=seed,
                      device=device, progress=progress)
     return {**best_of_n_from_pool(pool.all_rewards, ns, gold_rewards=pool.all_gold_rewards), "samples": pool}

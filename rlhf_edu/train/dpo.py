@@ -45,13 +45,13 @@ from rlhf_edu.train.preference_data import (
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
-__all__ = ["DPO_LOSSES", "dpo"]
+__all__ = ["DPO_LOSSES", "train_dpo"]
 
-#: The losses ``dpo`` can train with (``rlhf_edu.torch.dpo_loss``, ``ipo_loss``, ``slic_loss``, ``gpo_loss``).
+#: The losses ``train_dpo`` can train with (``rlhf_edu.torch.dpo_loss``, ``ipo_loss``, ``slic_loss``, ``gpo_loss``).
 DPO_LOSSES = ("dpo", "ipo", "slic", "gpo")
 
 
-def dpo(
+def train_dpo(
     policy,
     tokenizer,
     pairs,
@@ -156,7 +156,7 @@ def dpo(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> pairs = [{"prompt": "review:", "chosen": " good.", "rejected": " bad."}] * 8
-    >>> model, hist = dpo(model, tok, pairs, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> model, hist = train_dpo(model, tok, pairs, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
     >>> len(hist), round(hist.first("loss"), 4), hist.last("margin") > 0
     (2, 0.6931, True)
     """

@@ -36,13 +36,13 @@ from rlhf_edu.train.prompts import draw_prompts
 from rlhf_edu.train.rollouts import collect_rollouts, prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
-__all__ = ["KL_PLACEMENTS", "grpo"]
+__all__ = ["KL_PLACEMENTS", "train_grpo"]
 
-#: Where ``grpo`` puts the KL to the reference: in the loss (GRPO) or subtracted from the reward.
+#: Where ``train_grpo`` puts the KL to the reference: in the loss (GRPO) or subtracted from the reward.
 KL_PLACEMENTS = ("loss", "reward")
 
 
-def grpo(
+def train_grpo(
     policy,
     tokenizer,
     prompts,
@@ -132,7 +132,7 @@ def grpo(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> reward = lambda completions, prompts: [float(c.startswith("7")) for c in completions]
-    >>> model, hist = grpo(model, tok, ["3+4="], reward, group_size=4, prompts_per_step=2, steps=2,
+    >>> model, hist = train_grpo(model, tok, ["3+4="], reward, group_size=4, prompts_per_step=2, steps=2,
     ...                    max_new_tokens=3, device="cpu", progress=False)
     >>> len(hist), hist.first("clip_fraction"), hist.first("kl")
     (2, 0.0, 0.0)

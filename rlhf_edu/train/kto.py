@@ -32,13 +32,13 @@ from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
-__all__ = ["KL_ESTIMATES", "kto"]
+__all__ = ["KL_ESTIMATES", "train_kto"]
 
-#: How ``kto`` sets the reference point z0: the paper's mismatched-pair batch estimate, or 0.
+#: How ``train_kto`` sets the reference point z0: the paper's mismatched-pair batch estimate, or 0.
 KL_ESTIMATES = ("mismatched", "zero")
 
 
-def kto(
+def train_kto(
     policy,
     tokenizer,
     examples,
@@ -107,9 +107,9 @@ def kto(
         sft_weight: weight of the desirable completions' per-token NLL (default 1.0; 0: the paper's loss).
         kl_estimate: ``"mismatched"`` (the paper's batch estimate; needs ``batch_size >= 2``) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
-            as in ``dpo``.
+            as in ``train_dpo``.
 
     Returns:
         ``(policy, history)``; one row per optimiser step with ``loss``, ``kl_reference`` (the batch
@@ -117,12 +117,12 @@ def kto(
         implied rewards :math:`\beta r_\theta` of each kind in the batch; NaN when the batch has none),
         ``margin`` (their difference, also logged as ``reward``), ``accuracy`` (fraction of examples on
         the right side of :math:`z_0`), ``desirable_fraction``, ``seconds``; plus the ``eval_*`` columns
-        of ``dpo``.
+        of ``train_dpo``.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> data = [("review:", " good.", True), ("review:", " bad.", False)] * 4
-    >>> model, hist = kto(model, tok, data, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> model, hist = train_kto(model, tok, data, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
     >>> len(hist), round(hist.first("loss"), 4), hist.last("margin") > 0
     (2, 0.5, True)
     """

@@ -36,10 +36,10 @@ from rlhf_edu.train.preference_data import (
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
-__all__ = ["orpo"]
+__all__ = ["train_orpo"]
 
 
-def orpo(
+def train_orpo(
     policy,
     tokenizer,
     pairs,
@@ -73,22 +73,22 @@ def orpo(
         lam: :math:`\lambda \ge 0`, the weight of the odds-ratio term. The paper uses 0.1 to 0.25 when
             starting from a base model; starting from an SFT model that already writes the chosen kind of
             text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
         ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
             ``policy`` as given, made only when ``eval_prompts`` is set).
-        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``dpo``.
+        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``train_dpo``.
 
     Returns:
         ``(policy, history)``; one row per optimiser step with ``loss``, ``nll`` (the SFT term),
         ``log_odds_ratio`` (mean :math:`\log\frac{\mathrm{odds}(y_w)}{\mathrm{odds}(y_l)}`, also logged as
         ``margin`` and ``reward``), ``accuracy`` (fraction of pairs with a positive log odds ratio),
         ``chosen_logp``, ``rejected_logp`` (mean per-token log-probs), ``seconds``, plus the ``eval_*``
-        columns of ``dpo``.
+        columns of ``train_dpo``.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> pairs = [{"prompt": "review:", "chosen": " good.", "rejected": " bad."}] * 8
-    >>> model, hist = orpo(model, tok, pairs, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> model, hist = train_orpo(model, tok, pairs, batch_size=4, lr=1e-2, device="cpu", progress=False)
     >>> len(hist), hist.last("nll") < hist.first("nll")
     (2, True)
     """

@@ -70,7 +70,7 @@ from rlhf_edu.train.prompts import check_prompts, draw_prompts
 from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
-__all__ = ["AdaptiveKLController", "RunningMoments", "ppo", "KL_PLACEMENTS", "REWARD_NORMALIZATIONS",
+__all__ = ["AdaptiveKLController", "RunningMoments", "train_ppo", "KL_PLACEMENTS", "REWARD_NORMALIZATIONS",
            "CRITIC_INITS"]
 
 #: Where the KL to the reference goes: a per-token penalty in the reward, or a term of the loss.
@@ -94,7 +94,7 @@ class AdaptiveKLController:
     proportional controller that raises :math:`\beta` when the policy drifts past the target and lowers
     it when it stays close. The paper's values are ``target=6`` nats and ``horizon=10000`` samples, made
     for runs of millions of samples; the book's short runs use a smaller horizon (e.g. 500) so the
-    coefficient can move within a minute. Used by ``ppo(adaptive_kl=...)`` (chapter 4).
+    coefficient can move within a minute. Used by ``train_ppo(adaptive_kl=...)`` (chapter 4).
 
     >>> ctl = AdaptiveKLController(0.1, target=2.0, horizon=100)
     >>> round(ctl.update(4.0, n_steps=10), 6)   # KL twice the target: error clipped to 0.2
@@ -124,7 +124,7 @@ class RunningMoments:
     r"""Running mean and (population) standard deviation of every score seen so far (Chan et al.'s merge).
 
     ``update(x)`` merges a batch into the running statistics; ``normalize(x)`` returns
-    :math:`(x - \mu) / \max(\sigma, \text{eps})`. The ``reward_normalization="running"`` option of ``ppo``
+    :math:`(x - \mu) / \max(\sigma, \text{eps})`. The ``reward_normalization="running"`` option of ``train_ppo``
     (the lecture notes' "apply reward normalization for training stability"): unlike per-batch
     normalisation, a batch that is better than the past ones keeps a positive mean score.
 
@@ -174,7 +174,7 @@ def _masked_mean(x, mask):
     return torch.where(mask > 0, x, torch.zeros_like(x)).sum() / mask.sum()
 
 
-def ppo(
+def train_ppo(
     policy,
     tokenizer,
     prompts,
@@ -284,7 +284,7 @@ def ppo(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> share_of_a = lambda completions, prompts: [c.count("a") / max(len(c), 1) for c in completions]
-    >>> model, hist = ppo(model, tok, ["review:"], share_of_a, steps=2, batch_size=8, minibatch_size=4,
+    >>> model, hist = train_ppo(model, tok, ["review:"], share_of_a, steps=2, batch_size=8, minibatch_size=4,
     ...                   max_new_tokens=8, device="cpu", progress=False)
     >>> len(hist), abs(hist.first("kl")) < 1e-6   # the first batch is sampled by the reference itself
     (2, True)

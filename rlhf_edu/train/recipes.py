@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
 from rlhf_edu.tasks import ArithmeticTask, SentimentTask
-from rlhf_edu.train.sft import sft
+from rlhf_edu.train.sft import train_sft
 
 __all__ = ["sentiment_sft_policy", "arithmetic_sft_policy"]
 
@@ -27,7 +27,7 @@ def sentiment_sft_policy(arch="gpt2", *, steps=256, batch_size=64, lr=3e-3, d_mo
     tokenizer = char_tokenizer()
     task = SentimentTask(seed=seed)
     policy = tiny_causal_lm(tokenizer, arch=arch, d_model=d_model, n_layer=n_layer, seed=seed)
-    policy, history = sft(policy, tokenizer, task.sft_corpus(steps * batch_size), epochs=1, batch_size=batch_size,
+    policy, history = train_sft(policy, tokenizer, task.sft_corpus(steps * batch_size), epochs=1, batch_size=batch_size,
                           lr=lr, seed=seed, device=device, progress=progress)
     return policy, tokenizer, task, history
 
@@ -46,6 +46,6 @@ def arithmetic_sft_policy(arch="gpt2", *, steps=250, batch_size=64, lr=1e-3, d_m
     tokenizer = char_tokenizer()
     task = ArithmeticTask(seed=seed, digits=digits)
     policy = tiny_causal_lm(tokenizer, arch=arch, d_model=d_model, n_layer=n_layer, seed=seed)
-    policy, history = sft(policy, tokenizer, task.sft_corpus(steps * batch_size), epochs=1, batch_size=batch_size,
+    policy, history = train_sft(policy, tokenizer, task.sft_corpus(steps * batch_size), epochs=1, batch_size=batch_size,
                           lr=lr, seed=seed, device=device, progress=progress)
     return policy, tokenizer, task, history

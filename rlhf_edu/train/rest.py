@@ -32,10 +32,10 @@ from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.rollouts import prepare_online_run
-from rlhf_edu.train.sft import sft
+from rlhf_edu.train.sft import train_sft
 from rlhf_edu.validation import check_integer, check_positive
 
-__all__ = ["rest"]
+__all__ = ["train_rest"]
 
 
 def _check_thresholds(thresholds, improve_steps):
@@ -53,7 +53,7 @@ def _check_thresholds(thresholds, improve_steps):
     return values
 
 
-def rest(
+def train_rest(
     policy,
     tokenizer,
     prompts,
@@ -112,7 +112,7 @@ def rest(
         that sampled :math:`\mathcal D_g` (the same in every row of a Grow): ``reward`` and ``gold_reward``
         (means over the samples), ``kl`` (exact KL to ``ref_model`` summed over each sample's tokens,
         mean; see ``evaluate_policy``), ``entropy`` (mean summed token entropy), ``length``; ``seconds``,
-        and ``eval_*`` columns as in ``grpo`` (measured BEFORE the Improve step's fine-tuning; the last
+        and ``eval_*`` columns as in ``train_grpo`` (measured BEFORE the Improve step's fine-tuning; the last
         row, ``step`` = ``grow_steps * improve_steps``, after training).
 
     Raises ``ValueError`` for thresholds that do not rise or do not match ``improve_steps``, empty
@@ -121,7 +121,7 @@ def rest(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> reward = lambda completions, prompts: [float(len(c)) for c in completions]
-    >>> model, hist = rest(model, tok, ["3+4="], reward, grow_steps=1, improve_steps=2, thresholds=(1, 3),
+    >>> model, hist = train_rest(model, tok, ["3+4="], reward, grow_steps=1, improve_steps=2, thresholds=(1, 3),
     ...                    max_new_tokens=3, device="cpu", progress=False)
     >>> hist["threshold"].tolist(), hist["kept"].tolist()
     ([1.0, 3.0], [8.0, 7.0])
@@ -187,7 +187,7 @@ def rest(
         if keep.size:
             kept = [(grown["prompts"][i], grown["completions"][i]) for i in keep]
             step = grow * improve_steps + improve
-            policy, sft_history = sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
+            policy, sft_history = train_sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
                                       seed=seed + step, device=device, progress=False)
             loss = float(np.mean(sft_history["loss"]))
             policy.eval()

@@ -47,7 +47,7 @@ from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import encode_pairs, pair_rows, preference_triples, ranking_records, take_rows
 from rlhf_edu.validation import as_float_array, check_integer, check_nonnegative, check_positive
 
-__all__ = ["reward_model", "reward_margins", "pairwise_accuracy"]
+__all__ = ["train_reward_model", "reward_margins", "pairwise_accuracy"]
 
 
 def _check_reward_model(rm):
@@ -126,7 +126,7 @@ def pairwise_accuracy(rm, tokenizer, pairs, *, batch_size: int = 64) -> float:
     return float(np.mean(m > 0) + 0.5 * np.mean(m == 0))
 
 
-def reward_model(
+def train_reward_model(
     rm,
     tokenizer,
     pairs,
@@ -190,7 +190,7 @@ def reward_model(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm, RewardModel
     >>> tok = char_tokenizer(); rm = RewardModel(tiny_causal_lm(tok, d_model=32, n_layer=1), seed=0)
     >>> pairs = [("review:", " good.", " bad."), ("review:", " fun.", " dull.")] * 8
-    >>> rm, hist = reward_model(rm, tok, pairs, epochs=3, batch_size=8, lr=3e-3, device="cpu", progress=False)
+    >>> rm, hist = train_reward_model(rm, tok, pairs, epochs=3, batch_size=8, lr=3e-3, device="cpu", progress=False)
     >>> len(hist), hist.last("bt_loss") < hist.first("bt_loss"), pairwise_accuracy(rm, tok, pairs)
     (6, True, 1.0)
     """

@@ -31,13 +31,13 @@ from rlhf_edu.train.prompts import draw_prompts
 from rlhf_edu.train.rollouts import collect_rollouts, prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
-__all__ = ["RLOO_AGGREGATIONS", "rloo"]
+__all__ = ["RLOO_AGGREGATIONS", "train_rloo"]
 
-#: How ``rloo`` turns per-token log-probs into the REINFORCE loss (see ``rloo``'s ``aggregation``).
+#: How ``train_rloo`` turns per-token log-probs into the REINFORCE loss (see ``train_rloo``'s ``aggregation``).
 RLOO_AGGREGATIONS = ("sequence", "token_mean")
 
 
-def rloo(
+def train_rloo(
     policy,
     tokenizer,
     prompts,
@@ -93,7 +93,7 @@ def rloo(
         column in every online trainer), ``kl_penalty`` (mean :math:`\sum_t` of the ``estimator``: the KL
         that is in the reward, so ``penalized_reward = reward - beta * kl_penalty``),
         ``entropy`` (mean summed token entropy per completion), ``length``, ``seconds``, and the ``eval_*``
-        columns as in ``grpo``. RLOO has no ratio, so no ``clip_fraction``.
+        columns as in ``train_grpo``. RLOO has no ratio, so no ``clip_fraction``.
 
     Raises ``ValueError`` for ``group_size < 2``, ``beta < 0``, empty ``prompts``, a tokenizer without a pad
     token, prompts that do not fit the context with ``max_new_tokens``, or an unknown option.
@@ -101,7 +101,7 @@ def rloo(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> reward = lambda completions, prompts: [float(c.startswith("7")) for c in completions]
-    >>> model, hist = rloo(model, tok, ["3+4="], reward, group_size=4, prompts_per_step=2, steps=2,
+    >>> model, hist = train_rloo(model, tok, ["3+4="], reward, group_size=4, prompts_per_step=2, steps=2,
     ...                    max_new_tokens=3, device="cpu", progress=False)
     >>> len(hist), hist.first("kl")
     (2, 0.0)

@@ -22,7 +22,7 @@ from rlhf_edu.train.loop import optimizer_step
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import check_choice, check_integer, check_positive
 
-__all__ = ["sft", "masked_nll"]
+__all__ = ["train_sft", "masked_nll"]
 
 
 def masked_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str = "token_mean") -> torch.Tensor:
@@ -40,7 +40,7 @@ def masked_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str = "token_m
     return -((logp * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)).mean()
 
 
-def sft(
+def train_sft(
     model,
     tokenizer,
     examples,
@@ -62,7 +62,7 @@ def sft(
     ``examples``: records ``{"prompt", "completion"}`` or ``(prompt, completion)`` tuples. The history logs
     ``loss``, ``tokens`` and ``seconds`` (since the start) per optimiser step.
 
-    >>> model, hist = sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
+    >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
     check_integer("epochs", epochs, minimum=1)
     check_integer("batch_size", batch_size, minimum=1)

@@ -37,10 +37,10 @@ from rlhf_edu.train.preference_data import (
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
-__all__ = ["simpo"]
+__all__ = ["train_simpo"]
 
 
-def simpo(
+def train_simpo(
     policy,
     tokenizer,
     pairs,
@@ -70,7 +70,7 @@ def simpo(
     log-probs and the lengths :math:`|y|` (completion tokens, EOS included); the per-pair loss is
     ``rt.simpo_loss`` (Meng et al. 2024, eq. 6), averaged over the batch, plus ``sft_weight`` times the
     per-token NLL of the chosen completions (the CPO / RPO regulariser; 0 gives the paper's loss). The
-    anchor is on by default for the reason given in ``dpo``: without it the tiny model of the book trades
+    anchor is on by default for the reason given in ``train_dpo``: without it the tiny model of the book trades
     spelling for sentiment. Measured on the sentiment task (1024 pairs with ``min_gap=0.1``, one epoch):
     the paper's loss at lr 2e-4 gains +0.09 gold at first, then falls below the SFT model (KL 15 nats);
     at lr 5e-5 it gains +0.09 at KL 0.4; with the defaults (anchor on, lr 2e-4), +0.20 at KL 2.2.
@@ -81,21 +81,21 @@ def simpo(
         gamma: :math:`\gamma \ge 0`, the target reward margin (the paper's ratio :math:`\gamma/\beta` of
             about 0.5 gives the default 1.0).
         sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
         ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
             a frozen copy of ``policy`` as given, made only when ``eval_prompts`` is set).
-        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``dpo``.
+        gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``train_dpo``.
 
     Returns:
         ``(policy, history)``; one row per optimiser step with ``loss``, ``chosen_reward``,
         ``rejected_reward`` (mean :math:`\frac{\beta}{|y|}\log\pi_\theta(y\mid x)`), ``margin`` (their mean
         difference, also logged as ``reward``), ``accuracy`` (fraction of pairs with the chosen reward
-        higher), ``chosen_length``, ``rejected_length``, ``seconds``, plus the ``eval_*`` columns of ``dpo``.
+        higher), ``chosen_length``, ``rejected_length``, ``seconds``, plus the ``eval_*`` columns of ``train_dpo``.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> pairs = [{"prompt": "review:", "chosen": " good.", "rejected": " bad."}] * 8
-    >>> model, hist = simpo(model, tok, pairs, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
+    >>> model, hist = train_simpo(model, tok, pairs, sft_weight=0.0, batch_size=4, lr=1e-2, device="cpu", progress=False)
     >>> len(hist), hist.last("margin") > hist.first("margin")
     (2, True)
     """

@@ -6,7 +6,7 @@ iteration can log how far the policy is from the optimum and how wrong the criti
 
 - :func:`sample_episodes` rolls out a policy table in an MDP: a batch of episodes as (B, T) arrays, with
   ``dones`` (terminated) kept apart from truncation at ``max_steps``;
-- :func:`tabular_ppo` is the PPO loop (Schulman et al., 2017) with GAE (Schulman et al., 2016), using the
+- :func:`train_tabular_ppo` is the PPO loop (Schulman et al., 2017) with GAE (Schulman et al., 2016), using the
   library's ``rlhf_edu.torch`` losses: ``gae``, ``whiten``, ``ppo_clip_loss``, ``value_loss``, ``entropy``,
   ``kl_divergence_from_logits``.
 """
@@ -30,7 +30,7 @@ from rlhf_edu.validation import (
     check_probabilities,
 )
 
-__all__ = ["Episodes", "sample_episodes", "tabular_ppo"]
+__all__ = ["Episodes", "sample_episodes", "train_tabular_ppo"]
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ def sample_episodes(mdp, policy, n_episodes, max_steps, start=None, rng=None) ->
     return Episodes(states, actions, rewards, dones, mask, final_states=s, truncated=alive.copy())
 
 
-def tabular_ppo(
+def train_tabular_ppo(
     mdp,
     *,
     start=None,
@@ -184,7 +184,7 @@ def tabular_ppo(
     PPO loss. Used in chapter 4.
 
     >>> from rlhf_edu.numpy.mdp import two_by_two_world
-    >>> policy, history = tabular_ppo(two_by_two_world()[0], start=0, iterations=15)
+    >>> policy, history = train_tabular_ppo(two_by_two_world()[0], start=0, iterations=15)
     >>> round(history.last("objective"), 1), history.last("optimum")
     (-2.0, -2.0)
     """

@@ -7,7 +7,7 @@
   accurate for tiny log-ratios (``expm1``), and raises ``ValueError`` for an unknown estimator.
   Reference: ``rlhf_edu.numpy.kl_estimate``.
 - ``check_monte_carlo_bias(fn)``: ``fn(logp, logp_ref, true_kl, estimator)`` returns the Monte Carlo bias
-  of the estimator and its standard error. Reference: ``rlhf_edu.figures.kl_divergence.monte_carlo_bias``.
+  of the estimator and its standard error. Reference: ``rlhf_edu.figures.divergences.monte_carlo_bias``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from rlhf_edu.exercises.checker import make_checker
-from rlhf_edu.figures.kl_divergence import gaussian_kl, gaussian_logpdf, monte_carlo_bias
+from rlhf_edu.figures.divergences import gaussian_kl, gaussian_logpdf, monte_carlo_bias
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS, kl_divergence, kl_estimate
 
 __all__ = ["check_kl_divergence", "check_kl_estimate", "check_monte_carlo_bias"]
