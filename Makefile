@@ -15,7 +15,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval_saniti
 # of floats the way a different CPU, BLAS or thread count does.
 OTHER_CPU := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: demo test test-fast test-other-cpu test-latest lock notebooks chapter figures benchmarks clean
+.PHONY: demo test test-fast test-other-cpu test-latest lock notebooks chapter book figures benchmarks clean
 
 # torch first (the CPU build), then every other package at its locked version, then the project itself.
 $(BIN)/.installed: pyproject.toml $(LOCK)
@@ -80,6 +80,12 @@ notebooks: $(BIN)/.installed
 	    n=$$(basename $$md | cut -d_ -f1); $(MAKE) --no-print-directory chapter N=$$n || exit 1; \
 	done
 
+## The HTML book (Sphinx + MyST-NB + sphinx-book-theme) from the stored notebooks, no re-execution, warnings
+## as errors; open _build/book/index.html in a browser (offline: MathJax and search are local).
+book: $(BIN)/.installed
+	$(BIN)/sphinx-build -W --keep-going -q -b html book _build/book
+	@echo "open _build/book/index.html"
+
 ## Slide-ready figures of the core library into figures/.
 figures: $(BIN)/.installed
 	$(BIN)/rlhf-edu figures --out figures
@@ -92,4 +98,4 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/trl_comparison.py
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-lock runs .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-lock runs .pytest_cache _build

@@ -125,7 +125,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 class ArithmeticTask:
     """Problems ``"a<op>b="`` with their verifiable reward.
 
-    Difficulty knobs:
+    Args:
         digits: operands have this many digits (1: 0..9, 2: 10..99, 3: 100..999). Default 2: two-digit
             addition, 8100 problems, carries in 45% of the units columns.
         ops: which operations, a string of ``"+"``, ``"-"``, ``"*"`` (e.g. ``"+-"``). Subtraction always

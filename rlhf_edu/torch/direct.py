@@ -187,7 +187,7 @@ def kto_loss(policy_logps, ref_logps, desirable, kl_reference, beta, lambda_d=1.
 
 
 def simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, beta, gamma):
-    """Per-pair SimPO loss -log sigma(beta chosen/|y_w| - beta rejected/|y_l| - gamma).
+    """Per-pair SimPO loss ``-log sigma(beta * chosen / |y_w| - beta * rejected / |y_l| - gamma)``.
 
     >>> simpo_loss(torch.tensor([-10.0]), torch.tensor([-30.0]), torch.tensor([10]), torch.tensor([10]), 2.0, 1.0)
     tensor([0.0486])
@@ -217,8 +217,10 @@ def _log1mexp(a):
 def orpo_log_odds(mean_logps):
     """ORPO's log-odds log P - log(1 - P) of a mean per-token log-prob (values closer to 0 than eps -> -eps).
 
-    >>> orpo_log_odds(torch.log(torch.tensor([0.5, 0.8])))
-    tensor([0.0000, 1.3863])
+    >>> orpo_log_odds(torch.log(torch.tensor([0.8, 0.2])))
+    tensor([ 1.3863, -1.3863])
+    >>> torch.allclose(orpo_log_odds(torch.log(torch.tensor([0.5]))), torch.zeros(1), atol=1e-6)   # even odds
+    True
     """
     (lp,) = _float_tensors(mean_logps=mean_logps)
     check_values_in_range("mean_logps", lp, -math.inf, 0.0, low_open=True)
