@@ -15,7 +15,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with chapters/nbval_saniti
 # of floats the way a different CPU, BLAS or thread count does.
 OTHER_CPU := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: demo test test-fast test-other-cpu test-latest lock notebooks chapter book figures benchmarks clean
+.PHONY: demo test test-fast test-other-cpu test-latest lock notebooks chapter book slides student figures benchmarks clean
 
 # torch first (the CPU build), then every other package at its locked version, then the project itself.
 $(BIN)/.installed: pyproject.toml $(LOCK)
@@ -85,6 +85,16 @@ notebooks: $(BIN)/.installed
 book: $(BIN)/.installed
 	$(BIN)/sphinx-build -W --keep-going -q -b html book _build/book
 	@echo "open _build/book/index.html"
+
+## One reveal.js deck per chapter (nbconvert's slides exporter; slide metadata lives in the .md sources, added
+## by tools/annotate_slides.py), self-contained and offline, in _build/slides/: open NN_topic.slides.html.
+slides: $(BIN)/.installed
+	$(BIN)/python tools/slides.py --out _build/slides
+
+## The student edition in _build/student/: nbgrader's ClearSolutions replaces what lies between
+## `### BEGIN SOLUTION` and `### END SOLUTION` by a stub and clears those cells' outputs; the checkers still run.
+student: $(BIN)/.installed
+	$(BIN)/python tools/student.py --out _build/student
 
 ## Slide-ready figures of the core library into figures/.
 figures: $(BIN)/.installed

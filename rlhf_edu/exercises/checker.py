@@ -3,7 +3,9 @@
 A checker runs the student's function and the library's reference (the solution lives in the library,
 never in the notebook) on edge-case inputs and on random inputs from a fixed seed, and prints either a pass
 message or the first failing input with the expected and the received output. It never raises on a wrong
-answer (a notebook must keep running); it returns an :class:`ExerciseResult` that is truthy when passed.
+answer (a notebook must keep running); a function that raises ``NotImplementedError`` (the stub that the
+student edition, ``make student``, puts in place of a solution) is reported as not done yet rather than wrong.
+It returns an :class:`ExerciseResult` that is truthy when passed.
 
 Each chapter's checkers are written with :func:`make_checker`::
 
@@ -119,6 +121,8 @@ def make_checker(
             expected = reference(*args, **kwargs)
             try:
                 got = student_fn(*args, **kwargs)
+            except NotImplementedError:  # the student edition's stub: not started, not wrong
+                return _not_done(name, verbose)
             except Exception as exc:  # the student's bug, reported with the input that triggered it
                 tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
                 return _fail(name, n, label, args, kwargs, f"raised {tb}", expected, None, hint, verbose)
@@ -148,6 +152,16 @@ def make_checker(
         "Prints PASS or the first failing input with expected vs got; returns an ExerciseResult."
     )
     return check
+
+
+def _not_done(name, verbose) -> ExerciseResult:
+    message = (
+        f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
+        "`# YOUR CODE HERE` and `raise NotImplementedError()` with your solution and run the cell again."
+    )
+    if verbose:
+        print(message)
+    return ExerciseResult(name, False, 0, message)
 
 
 def _fail(name, n, label, args, kwargs, why, expected, got, hint, verbose) -> ExerciseResult:
