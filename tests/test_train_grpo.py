@@ -63,8 +63,9 @@ def test_history_columns_and_first_step_identities():
                 "length", "seconds"):
         assert key in hist, key
     assert len(hist) == 3
-    # Step 0: the policy is the reference (KL exactly 0) and, with one update per batch, pi = pi_old.
-    assert hist.first("kl") == 0.0 and np.all(hist["clip_fraction"] == 0.0)
+    # Step 0: the policy is the reference (KL 0 up to rounding) and, with one update per batch, pi = pi_old
+    # (a ratio within rounding of 1 is never clipped).
+    assert hist.first("kl") == pytest.approx(0.0, abs=1e-6) and np.all(hist["clip_fraction"] == 0.0)
     # Population-std advantages sum to 0 in every group and the ratio is 1, so with sequence_mean the
     # first loss VALUE is -mean(A) = 0: only its gradient carries the signal (a classic "my GRPO loss is
     # always ~0" surprise).
@@ -95,7 +96,7 @@ def test_several_updates_per_batch_clip_the_ratio():
     model, tok = small()
     _, hist = quick(model, tok, num_iterations=4, lr=3e-2, steps=3, clip_eps=0.1)
     assert hist["clip_fraction"].max() > 0  # the ratio left [1 - eps, 1 + eps] after the first update
-    assert hist.first("kl") == 0.0 and hist.last("kl") > 0
+    assert hist.first("kl") == pytest.approx(0.0, abs=1e-6) and hist.last("kl") > 1e-4
 
 
 @pytest.mark.parametrize("options", [

@@ -63,9 +63,10 @@ def test_kl_is_in_the_reward():
     # R = r - beta * sum_t log(pi / pi_ref) (k1, the default estimator): batch means obey the same identity.
     np.testing.assert_allclose(hist["penalized_reward"], hist["reward"] - beta * hist["kl_penalty"], rtol=1e-5,
                                atol=1e-6)
-    assert hist.first("kl") == 0.0 and hist.first("kl_penalty") == 0.0  # the policy starts as the reference
-    assert np.any(hist["kl_penalty"][1:] != 0.0)
-    assert np.all(hist["kl"] >= 0.0) and np.any(hist["kl"][1:] > 0.0)  # k3: never negative
+    # the policy starts as the reference: both are 0 up to rounding
+    assert hist.first("kl") == pytest.approx(0.0, abs=1e-6) and hist.first("kl_penalty") == pytest.approx(0.0, abs=1e-6)
+    assert np.any(np.abs(hist["kl_penalty"][1:]) > 1e-6)
+    assert np.all(hist["kl"] >= -1e-6) and np.any(hist["kl"][1:] > 1e-6)  # k3: never negative (up to rounding)
     np.testing.assert_allclose(hist["gold_reward"], hist["reward"], rtol=1e-6)  # float64 vs float32 means
 
 
@@ -80,12 +81,14 @@ def test_constant_reward_teaches_nothing():
 
 
 def test_sequence_and_token_aggregations_differ_in_scale():
-    # The same batch (same seed, one step): the sequence loss sums each completion's token log-probs,
-    # the token mean averages them, so with equal lengths the first is |o| times the second.
+    # The same batch (same seed, one step): the sequence loss is -sum_i A_i log pi(o_i) / N, the token mean
+    # -sum_i A_i log pi(o_i) / sum_i |o_i|, so the first is the mean length sum_i |o_i| / N times the second
+    # (|o| times with equal lengths). Which lengths the sampler draws is not part of the claim.
     _, h_seq = quick(*small(), steps=1, max_new_tokens=4, reward=digit_share)
     _, h_tok = quick(*small(), steps=1, max_new_tokens=4, reward=digit_share, aggregation="token_mean")
-    assert h_seq.first("length") == 4.0  # a random tiny model rarely stops: every completion has 4 tokens
-    assert h_seq.first("loss") == pytest.approx(4.0 * h_tok.first("loss"), rel=1e-4)
+    length = h_seq.first("length")
+    assert 1.0 <= length <= 4.0 and h_tok.first("length") == length  # the same samples in both runs
+    assert h_seq.first("loss") == pytest.approx(length * h_tok.first("loss"), rel=1e-4)
 
 
 @pytest.mark.parametrize("options", [dict(estimator="k2"), dict(estimator="k3"), dict(aggregation="token_mean"),

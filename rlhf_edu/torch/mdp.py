@@ -309,7 +309,7 @@ def two_by_two_world(step_reward=-1.0, gamma=1.0, slip=0.0, *, dtype=torch.float
     """The lecture notes' 2x2 world as a torch MDP, with its layout (see the NumPy reference).
 
     >>> mdp, _ = two_by_two_world()
-    >>> policy_evaluation(mdp, torch.full((4, 4), 0.25, dtype=torch.float64))
+    >>> policy_evaluation(mdp, torch.full((4, 4), 0.25, dtype=torch.float64)).round(decimals=6)
     tensor([-8., -6., -6.,  0.], dtype=torch.float64)
     """
     mdp, layout = _ref.two_by_two_world(step_reward, gamma, slip)
@@ -346,7 +346,7 @@ def policy_evaluation(mdp, policy, method="exact", tol=1e-10, in_place=False, ma
     >>> mdp, _ = two_by_two_world()
     >>> pi = torch.full((4, 4), 0.25, dtype=torch.float64, requires_grad=True)
     >>> v = policy_evaluation(mdp, pi)
-    >>> v.detach()
+    >>> v.detach().round(decimals=6)
     tensor([-8., -6., -6.,  0.], dtype=torch.float64)
     """
     mdp, policy = _check_policy(mdp, policy)
@@ -469,7 +469,7 @@ def policy_iteration(mdp, policy=None, max_iterations=1_000, ties="first"):
     Works on the dtype/device of the starting ``policy`` when given (default: equiprobable random).
 
     >>> v, pi = policy_iteration(two_by_two_world()[0])
-    >>> v
+    >>> v.round(decimals=6)
     tensor([-2., -1., -1.,  0.], dtype=torch.float64)
     """
     max_iterations = check_integer("max_iterations", max_iterations, minimum=1)

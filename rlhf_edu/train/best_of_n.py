@@ -165,7 +165,7 @@ def best_of_n_curve(
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     >>> curve = best_of_n_curve(model, tok, ["1+1="], lambda c, p: [float(len(s)) for s in c], ns=(1, 4),
-    ...                         samples_per_prompt=16, max_new_tokens=3, device="cpu")
+    ...                         samples_per_prompt=16, max_new_tokens=8, device="cpu")
     >>> float(curve["kl"][0]), bool(curve["reward"][1] > curve["reward"][0])
     (0.0, True)
     >>> bool(curve["kl"][1] <= curve["kl_bound"][1])
@@ -205,7 +205,7 @@ def best_of_n_from_pool(rewards, ns, gold_rewards=None) -> dict:
     (0 + 3 + 10 + 21) / 16 = 2.125 and the KL is below the bound log 2 - 1/2:
 
     >>> est = best_of_n_from_pool([0.0, 1.0, 2.0, 3.0], ns=(1, 2))
-    >>> est["reward"].tolist(), est["kl"].round(4).tolist(), est["kl_bound"].round(4).tolist()
+    >>> est["reward"].round(4).tolist(), est["kl"].round(4).tolist(), est["kl_bound"].round(4).tolist()
     ([1.5, 2.125], [0.0, 0.174], [0.0, 0.1931])
     """
     rewards = np.atleast_2d(np.asarray(rewards, dtype=float))

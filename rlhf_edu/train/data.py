@@ -61,8 +61,11 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
 def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int) -> Iterable[tuple[int, torch.Tensor]]:
     """``(epoch, indices)`` for ``epochs`` passes over ``range(n)``, reshuffled each pass from ``seed``.
 
-    >>> [(e, b.tolist()) for e, b in epoch_minibatches(3, 2, 2, seed=0)]
-    [(0, [2, 0]), (0, [1]), (1, [2, 1]), (1, [0])]
+    >>> batches = list(epoch_minibatches(3, 2, 2, seed=0))
+    >>> [(e, len(b)) for e, b in batches]
+    [(0, 2), (0, 1), (1, 2), (1, 1)]
+    >>> [sorted(torch.cat([b for e, b in batches if e == epoch]).tolist()) for epoch in (0, 1)]   # each pass: all
+    [[0, 1, 2], [0, 1, 2]]
     """
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(epochs):

@@ -48,8 +48,11 @@ def check_prompts(model, tokenizer, prompts, max_new_tokens: int, name: str = "p
 def draw_prompts(prompts, n: int, generator: torch.Generator) -> list:
     """``n`` prompts drawn uniformly with replacement from ``prompts`` with ``generator`` (a CPU generator).
 
-    >>> draw_prompts(["a", "b", "c"], 4, torch.Generator().manual_seed(0))
-    ['c', 'a', 'c', 'a']
+    >>> drawn = draw_prompts(["a", "b", "c"], 4, torch.Generator().manual_seed(0))
+    >>> len(drawn), set(drawn) <= {"a", "b", "c"}
+    (4, True)
+    >>> drawn == draw_prompts(["a", "b", "c"], 4, torch.Generator().manual_seed(0))   # same seed, same draws
+    True
     """
     n = check_integer("n", n, minimum=1)
     idx = torch.randint(len(prompts), (n,), generator=generator)

@@ -90,8 +90,8 @@ def reward_margins(rm, tokenizer, pairs, *, batch_size: int = 64):
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm, RewardModel
     >>> tok = char_tokenizer(); rm = RewardModel(tiny_causal_lm(tok, d_model=32, n_layer=1), seed=0)
     >>> m = reward_margins(rm, tok, [("p:", " good.", " bad."), ("p:", " bad.", " bad.")])
-    >>> m.shape, float(m[1])
-    ((2,), 0.0)
+    >>> m.shape, abs(float(m[1])) < 1e-6   # the same completion twice: margin 0 (up to rounding)
+    ((2,), True)
     """
     _check_reward_model(rm)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
