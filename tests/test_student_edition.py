@@ -102,25 +102,30 @@ def _run_imports_and_exercises(edition, exercises, cwd: Path):
 
 
 def test_marked_solution_is_stubbed_cleared_and_reported(tmp_path):
-    nb = nbformat.read(ROOT / "chapters" / "02_kl_divergence.ipynb", as_version=4)
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "def my_kl_divergence" in c.source)
-    if student.BEGIN not in cell.source:
-        cell.source = (
-            "def my_kl_divergence(p, q):\n"
+    """A notebook of its own (an import cell and one solved exercise with a stored PASS), so this test does
+    not depend on which exercises the chapters hold."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb.cells = [
+        nbformat.v4.new_code_cell("import numpy as np\nfrom rlhf_edu.exercises import check_sequence_kl"),
+        nbformat.v4.new_code_cell(
+            "def my_sequence_kl(logp, logp_ref, mask):\n"
             "    ### BEGIN SOLUTION\n"
-            "    return rn.kl_divergence(p, q)\n"
+            "    secret_solution_text = (np.asarray(logp) - np.asarray(logp_ref)) * np.asarray(mask)\n"
+            "    return secret_solution_text.sum(axis=-1)\n"
             "    ### END SOLUTION\n\n"
-            "result = check_kl_divergence(my_kl_divergence)"
-        )
-        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="PASS kl_divergence: 29 checks\n")]
-        cell.execution_count = 42
-    copy = tmp_path / "02_kl_divergence.ipynb"
+            "result = check_sequence_kl(my_sequence_kl)",
+            execution_count=42,
+            outputs=[nbformat.v4.new_output("stream", name="stdout", text="PASS sequence_kl: 20 checks\n")],
+        ),
+    ]
+    copy = tmp_path / "99_toy.ipynb"
     nbformat.write(nb, copy)
-    assert _check_student_edition(copy, tmp_path / "student") >= 1
+    assert _check_student_edition(copy, tmp_path / "student") == 1
+    edition = (tmp_path / "student" / "99_toy.ipynb").read_text()
+    assert "secret_solution_text" not in edition and "PASS" not in edition
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
 def test_chapter_student_edition(chapter, tmp_path):
     n = _check_student_edition(chapter, tmp_path)
-    if n == 0:
-        pytest.skip(f"{chapter.name} has no '### BEGIN SOLUTION' markers yet")
+    assert n >= 3, f"{chapter.name}: {n} exercises with '### BEGIN SOLUTION' markers; the guide asks for at least three"

@@ -13,6 +13,16 @@
   ``(winners, losers, weights)``: every pair of positions i < j in the order (0, 1), (0, 2), ..., (1, 2), ...,
   each weighted 1 / C(K, 2); a repeated id raises ``ValueError``. Reference:
   ``rlhf_edu.numpy.ranking_to_pairs``.
+
+The four above check functions that chapter 1 prints in its section 4; the chapter's exercises use these
+three, whose answers the chapter does not print:
+
+- ``check_ranking_loss(fn)``: ``fn(rewards, rankings)``, the batched K-wise ranking loss (InstructGPT eq. 1):
+  the C(K, 2) pairs of each best-first ranking, each weighted 1 / C(K, 2), mean over prompts (a variant);
+- ``check_noisy_margin_prediction(fn)``: ``fn()`` predicts where gradient descent on a pair's expected loss
+  under 30% label noise leaves its margin; the checker runs it (predict, then run);
+- ``check_last_token_reward(fn)``: ``fn(values, attention_mask)``, the reward read at the last real token of
+  each left- or right-padded row, the fix of ``buggy_last_token_reward`` (find the bug).
 """
 
 from __future__ import annotations
@@ -154,3 +164,257 @@ WRONG_SOLUTIONS = {
     "check_bt_loss_grad": _sigma_not_one_minus_sigma_grad,
     "check_ranking_to_pairs": _ordered_pairs_weights,
 }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The chapter's exercises (second edition): none of them is answered by the code that the chapter prints.
+# - check_ranking_loss: a variant (the batched K-wise loss of InstructGPT), reference below, not in the book;
+# - check_noisy_margin_prediction: predict-then-run (where gradient descent leaves a margin under label noise);
+# - check_last_token_reward: find the bug (a reward read at the wrong token of a padded batch).
+# Failure messages name the input, the expected and the received output, and the likely misconception.
+# ---------------------------------------------------------------------------------------------------------
+
+import math  # noqa: E402
+
+from rlhf_edu.exercises.checker import ExerciseResult, compare_outputs  # noqa: E402
+
+__all__ += ["check_ranking_loss", "check_noisy_margin_prediction", "check_last_token_reward"]
+
+
+def _not_done(name, verbose):
+    message = (
+        f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
+        "`# YOUR CODE HERE` and `raise NotImplementedError()` with your solution and run the cell again."
+    )
+    if verbose:
+        print(message)
+    return ExerciseResult(name, False, 0, message)
+
+
+def _with_diagnosis(name, base_check, diagnose):
+    """Wrap a ``make_checker`` checker: on a failure, add the likely misconception that ``diagnose`` names."""
+
+    def check(student_fn, seed=0, verbose=True):
+        result = base_check(student_fn, seed=seed, verbose=False)
+        if not result.passed and not result.message.startswith("NOT DONE YET"):
+            try:
+                why = diagnose(student_fn)
+            except Exception:  # noqa: BLE001 - a diagnosis is a courtesy; the failure itself was reported
+                why = None
+            if why:
+                result.message += f"\n  likely misconception: {why}"
+        if verbose:
+            print(result.message)
+        return result
+
+    check.__name__ = f"check_{name}"
+    check.__doc__ = base_check.__doc__
+    return check
+
+
+def _ranking_loss(rewards, rankings):
+    """Mean over prompts of the InstructGPT K-wise loss: each of the C(K, 2) pairs of a ranking weighs 1 / C(K, 2)."""
+    rewards = np.asarray(rewards, dtype=float)
+    rankings = np.asarray(rankings)
+    if rewards.ndim != 2 or rankings.shape != rewards.shape:
+        raise ValueError("rewards and rankings must both have shape [B, K]")
+    ordered = np.take_along_axis(rewards, rankings, axis=1)  # best first
+    i, j = np.triu_indices(rewards.shape[1], 1)
+    per_pair = np.logaddexp(0.0, -(ordered[:, i] - ordered[:, j]))
+    return float(per_pair.mean(axis=1).mean())
+
+
+def _random_rankings(rng):
+    b, k = int(rng.integers(1, 5)), int(rng.integers(2, 7))
+    rewards = rng.normal(size=(b, k)) * float(10.0 ** rng.uniform(-0.5, 1.0))
+    rankings = np.stack([rng.permutation(k) for _ in range(b)])
+    return (rewards, rankings), {}
+
+
+_ranking_loss_base = make_checker(
+    "ranking_loss",
+    reference=_ranking_loss,
+    edge_cases=[
+        ((np.array([[1.2, -0.3, 0.4]]), np.array([[0, 2, 1]])), {}),  # the earthquake answers, y1 > y3 > y2
+        ((np.array([[0.0, 0.0, 0.0, 0.0]]), np.array([[3, 1, 0, 2]])), {}),  # all rewards equal: every pair log 2
+        ((np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([[0, 1], [0, 1]])), {}),  # K = 2, second prompt misranked
+        ((np.array([[1e4, -1e4, 0.0]]), np.array([[1, 2, 0]])), {}),  # huge margins: finite, never inf or NaN
+    ],
+    random_case=_random_rankings,
+    rtol=1e-9,
+    atol=1e-12,
+    hint="each prompt must count once whatever its K, every pair of positions i < j of a ranking is one "
+    "comparison (not only neighbours), rankings[b] lists indices into rewards[b] best first, and the loss "
+    "has to stay finite for reward gaps of 1e4",
+)
+
+
+def _diagnose_ranking_loss(fn):
+    rewards, rankings = np.array([[1.0, 0.0, -1.0, 0.5]]), np.array([[0, 3, 1, 2]])
+    got = float(np.asarray(fn(rewards, rankings)))
+    ordered = rewards[0, rankings[0]]
+    i, j = np.triu_indices(4, 1)
+    per_pair = np.logaddexp(0.0, -(ordered[i] - ordered[j]))
+    adjacent = np.logaddexp(0.0, -(ordered[:-1] - ordered[1:]))
+    reversed_pairs = np.logaddexp(0.0, -(ordered[j] - ordered[i]))
+    if math.isclose(got, per_pair.sum(), rel_tol=1e-6):
+        return "you summed the C(K, 2) pairs without weighting them: a prompt with more answers would count more"
+    if math.isclose(got, adjacent.mean(), rel_tol=1e-6) or math.isclose(got, adjacent.sum(), rel_tol=1e-6):
+        return "you used only neighbouring positions; a ranking of K answers implies a comparison for every pair"
+    if math.isclose(got, reversed_pairs.mean(), rel_tol=1e-6):
+        return "the ranking is best FIRST: rankings[b][0] is the winner of all its pairs"
+    if not np.isfinite(got) or not np.isfinite(float(np.asarray(fn(np.array([[1e4, -1e4]]), np.array([[1, 0]]))))):
+        return "log(sigmoid(d)) overflows to -inf for very negative margins: compute the loss in log space"
+    return None
+
+
+check_ranking_loss = _with_diagnosis("ranking_loss", _ranking_loss_base, _diagnose_ranking_loss)
+
+
+# predict-then-run: label noise eps = 0.3, a pair that starts at margin 2.0, gradient descent on the expected
+# loss -(1 - eps) log sigma(d) - eps log sigma(-d)
+NOISY_MARGIN_SETUP = dict(noise=0.3, start=2.0, lr=0.5, steps=4000)
+
+
+def run_noisy_margin(noise=0.3, start=2.0, lr=0.5, steps=4000):
+    """Gradient descent on the expected loss of one pair whose label is flipped with probability ``noise``;
+    returns the margin it ends at."""
+    d = float(start)
+    for _ in range(int(steps)):
+        sig = 1.0 / (1.0 + math.exp(-d))
+        grad = -(1.0 - noise) * (1.0 - sig) + noise * sig
+        d -= lr * grad
+    return d
+
+
+def check_noisy_margin_prediction(student_fn, seed=0, verbose=True):
+    """Run the experiment of the exercise and compare its final margin with the student's prediction."""
+    name = "noisy_margin_prediction"
+    if not callable(student_fn):
+        raise TypeError(f"check_{name} expects your function, got {type(student_fn).__name__}")
+    try:
+        predicted = student_fn()
+    except NotImplementedError:
+        return _not_done(name, verbose)
+    except Exception as exc:  # noqa: BLE001
+        message = f"FAIL {name}: your function raised {type(exc).__name__}: {exc}"
+        if verbose:
+            print(message)
+        return ExerciseResult(name, False, 0, message)
+    s = NOISY_MARGIN_SETUP
+    ran = run_noisy_margin(**s)
+    setup = (f"input: label noise {s['noise']}, start margin {s['start']}, {s['steps']} steps of gradient descent "
+             f"(lr {s['lr']}) on the expected loss")
+    try:
+        predicted = float(predicted)
+    except (TypeError, ValueError):
+        message = f"FAIL {name}: return one number (the final margin), got {type(predicted).__name__}\n  {setup}"
+        if verbose:
+            print(message)
+        return ExerciseResult(name, False, 0, message)
+    if abs(predicted - ran) < 0.02:
+        message = f"PASS {name}: you predicted {predicted:.3f}; the run ends at {ran:.3f} ({setup})"
+        if verbose:
+            print(message)
+        return ExerciseResult(name, True, 1, message)
+    if predicted >= s["start"] - 1e-9:
+        why = ("you expected the margin to stay or to grow, as it does with clean labels; but the flipped labels "
+               "pull the other way, and at a wide margin their pull is the stronger one")
+    elif predicted <= 0:
+        why = ("the margin does shrink, but most labels still say 'a won': the loss is smallest at a positive "
+               "margin, where the two pulls balance")
+    else:
+        why = "right direction, wrong place: find the margin where the expected gradient is exactly zero"
+    message = (f"FAIL {name}: the prediction is off by more than 0.02\n  {setup}\n"
+               f"  expected (the run): {ran:.4f}\n  got (your prediction): {predicted:.4f}\n"
+               f"  likely misconception: {why}")
+    if verbose:
+        print(message)
+    return ExerciseResult(name, False, 0, message)
+
+
+def _last_token_reward(values, attention_mask):
+    """The head's output at the last real token of each row (left or right padding)."""
+    values = np.asarray(values, dtype=float)
+    mask = np.asarray(attention_mask)
+    t = mask.shape[1]
+    last = t - 1 - np.argmax(mask[:, ::-1] > 0, axis=1)
+    return values[np.arange(values.shape[0]), last]
+
+
+def _random_padded_batch(rng):
+    b, t = int(rng.integers(1, 6)), int(rng.integers(2, 9))
+    mask = np.zeros((b, t), dtype=int)
+    for row in range(b):
+        n = int(rng.integers(1, t + 1))
+        if rng.random() < 0.5:
+            mask[row, :n] = 1  # right padding
+        else:
+            mask[row, t - n:] = 1  # left padding
+    values = np.round(rng.normal(size=(b, t)), 3)
+    return (values, mask), {}
+
+
+_last_token_base = make_checker(
+    "last_token_reward",
+    reference=_last_token_reward,
+    edge_cases=[
+        ((np.array([[0.1, 0.2, 0.3, 9.0]]), np.array([[1, 1, 1, 0]])), {}),  # right padding: 0.3, not the pad's 9.0
+        ((np.array([[9.0, 0.1, 0.2, 0.3]]), np.array([[0, 1, 1, 1]])), {}),  # left padding: 0.3
+        ((np.array([[0.1, 0.2, 0.3]]), np.array([[1, 1, 1]])), {}),  # no padding at all
+    ],
+    random_case=_random_padded_batch,
+    rtol=1e-12,
+    atol=1e-12,
+    hint="a padded position is not part of the answer; a row may be padded on the right, on the left, or not "
+    "at all, and every row must give the value at ITS last real token",
+)
+
+
+def _diagnose_last_token(fn):
+    values = np.array([[0.1, 0.2, 9.0, 8.0]])
+    right_padded = np.array([[1, 1, 0, 0]])
+    got = np.asarray(fn(values, right_padded))
+    if np.allclose(got, 8.0):
+        return "the last COLUMN is a pad token when the row is right-padded: the reward was read at padding"
+    if np.allclose(got, 9.0):
+        return ("off by one: n real tokens occupy positions 0 .. n - 1, so position n is the first PAD (and does "
+                "not exist in a row without padding)")
+    got_left = np.asarray(fn(np.array([[9.0, 0.1, 0.2, 0.3]]), np.array([[0, 1, 1, 1]])))
+    if np.allclose(got_left, 0.2) or np.allclose(got_left, 0.1):
+        return ("counting the real tokens gives the last position only for right padding; with left padding the "
+                "real tokens end at the last column")
+    return None
+
+
+check_last_token_reward = _with_diagnosis("last_token_reward", _last_token_base, _diagnose_last_token)
+
+
+def buggy_last_token_reward(values, attention_mask):
+    """The exercise's given function (a classic bug): read the head at the number of real tokens."""
+    values, mask = np.asarray(values, dtype=float), np.asarray(attention_mask)
+    n_real = mask.sum(axis=1)
+    return values[np.arange(values.shape[0]), n_real]
+
+
+def _ranking_loss_unweighted(rewards, rankings):
+    rewards, rankings = np.asarray(rewards, float), np.asarray(rankings)
+    ordered = np.take_along_axis(rewards, rankings, axis=1)
+    i, j = np.triu_indices(rewards.shape[1], 1)
+    return float(np.logaddexp(0.0, -(ordered[:, i] - ordered[:, j])).sum(axis=1).mean())
+
+
+def _last_column_reward(values, attention_mask):
+    return np.asarray(values, dtype=float)[:, -1]
+
+
+RIGHT_SOLUTIONS.update({
+    "check_ranking_loss": _ranking_loss,
+    "check_noisy_margin_prediction": lambda: math.log(0.7 / 0.3),
+    "check_last_token_reward": _last_token_reward,
+})
+WRONG_SOLUTIONS.update({
+    "check_ranking_loss": _ranking_loss_unweighted,
+    "check_noisy_margin_prediction": lambda: 2.0,
+    "check_last_token_reward": _last_column_reward,
+})

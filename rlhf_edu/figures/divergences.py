@@ -17,7 +17,9 @@ Figures (each function takes only keyword arguments with defaults, returns a mat
   log-ratio;
 - :func:`estimator_bias_std_figure` (``ch02_estimator_bias_std``): their bias and spread by Monte Carlo;
 - :func:`beta_tradeoff_figure` (``ch02_beta_tradeoff``): how beta trades reward against drift;
-- :func:`kl_playground_figure`: the chapter's widget (two Gaussians, both KLs, the estimators' spread).
+- :func:`kl_playground_figure`: the chapter's widget (two Gaussians, both KLs, the estimators' spread, and
+  the batch means of k1 and k3, where k3's variance is infinite once :math:`\sigma_Q^2 \ge 2\sigma_P^2`:
+  :func:`k3_variance_is_finite`, :func:`batch_means`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ __all__ = [
     "estimator_bias_std_figure",
     "beta_tradeoff_figure",
     "kl_playground_figure",
+    "k3_variance_is_finite",
+    "batch_means",
 ]
 
 #: The lecture notes' next-word example: "the cat sat on the ..." from two models.
@@ -135,7 +139,8 @@ def monte_carlo_bias(logp, logp_ref, true_kl, estimator="k1"):
     A bias estimate more than about 3 standard errors from 0 is evidence of a real bias (k2); within 2 it
     is not (k1, k3). Chapter 2 (the Monte Carlo exercise). Returns ``(bias, standard_error)`` as floats.
 
-    >>> monte_carlo_bias([0.0, 0.0], [0.0, -1.0], true_kl=0.5, estimator="k1")
+    >>> bias, se = monte_carlo_bias([0.0, 0.0], [0.0, -1.0], true_kl=0.5, estimator="k1")
+    >>> round(bias, 6), round(se, 6)
     (0.0, 0.5)
     """
     check_choice("estimator", estimator, KL_ESTIMATORS)
@@ -332,19 +337,45 @@ def beta_tradeoff_figure(ref_probs=TOY_REF_PROBS, rewards=TOY_REWARDS):
     return fig
 
 
-def kl_playground_figure(mu_p=1.0, sigma_p=1.0, mu_q=0.0, sigma_q=1.5, n=2000, seed=0):
-    """The widget's picture: two Gaussians with KL(P||Q) and KL(Q||P) (left), and the spread of k1, k2, k3
-    on ``n`` samples of P (right, box = middle half, whiskers = 5% to 95%), with the true KL(P||Q)."""
+def k3_variance_is_finite(sigma_p, sigma_q):
+    r"""Whether k3 (and r = q/p) has a finite variance on samples of P = N(., sigma_p^2) against Q = N(., sigma_q^2).
+
+    :math:`\mathbb E_P[r^2] = \int q^2/p\,dx` converges only if :math:`\sigma_Q^2 < 2\sigma_P^2`: a reference
+    much wider than the policy puts weight where the policy almost never samples, and the rare samples there
+    carry huge ratios. The chapter's widget default (sigma_P = 1, sigma_Q = 1.5) is on the infinite side.
+
+    >>> k3_variance_is_finite(1.0, 1.0), k3_variance_is_finite(1.0, 1.5)
+    (True, False)
+    """
+    return bool(float(sigma_q) ** 2 < 2 * float(sigma_p) ** 2)
+
+
+def batch_means(mu_p=1.0, sigma_p=1.0, mu_q=0.0, sigma_q=1.5, batch=64, n_batches=1000, seed=1):
+    """Means of k1 and k3 over ``n_batches`` independent batches of ``batch`` samples of P: what one training
+    step would see. Returns ``{"k1": array, "k3": array, "true_kl": float}``."""
+    rng = np.random.default_rng(seed)
+    x = mu_p + sigma_p * rng.standard_normal((int(n_batches), int(batch)))
+    logp, logp_ref = gaussian_logpdf(x, mu_p, sigma_p), gaussian_logpdf(x, mu_q, sigma_q)
+    out = {k: kl_estimate(logp, logp_ref, k).mean(axis=1) for k in ("k1", "k3")}
+    out["true_kl"] = float(gaussian_kl(mu_p, sigma_p, mu_q, sigma_q))
+    return out
+
+
+def kl_playground_figure(mu_p=1.0, sigma_p=1.0, mu_q=0.0, sigma_q=1.5, n=2000, seed=0, batch=64, n_batches=1000):
+    """The widget's picture: two Gaussians with KL(P||Q) and KL(Q||P) (left); the spread of k1, k2, k3 on ``n``
+    samples of P (middle, box = middle half, whiskers = 5% to 95%); and the means of k1 and k3 over
+    ``n_batches`` batches of ``batch`` samples (right), where an infinite variance of k3 shows up: most batch
+    means fall below the true KL, a rare few far above it."""
     x = np.linspace(-6, 6, 400)
     fwd = float(gaussian_kl(mu_p, sigma_p, mu_q, sigma_q))
     rev = float(gaussian_kl(mu_q, sigma_q, mu_p, sigma_p))
     s = estimator_samples(mu_p, sigma_p, mu_q, sigma_q, n=n, seed=seed)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.8))
     ax1.plot(x, np.exp(gaussian_logpdf(x, mu_p, sigma_p)), color="tab:blue", lw=2, label="P (policy)")
     ax1.plot(x, np.exp(gaussian_logpdf(x, mu_q, sigma_q)), color="0.4", lw=2, ls="--", label="Q (reference)")
     ax1.set_xlabel("x")
     ax1.set_ylabel("probability density")
-    ax1.set_title(f"KL(P || Q) = {fwd:.3f}   KL(Q || P) = {rev:.3f} nats")
+    ax1.set_title(f"KL(P || Q) = {fwd:.3f}   KL(Q || P) = {rev:.3f} nats", fontsize=10)
     ax1.legend(frameon=False)
     data = [s[k] for k in KL_ESTIMATORS]
     box = ax2.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True)
@@ -355,7 +386,21 @@ def kl_playground_figure(mu_p=1.0, sigma_p=1.0, mu_q=0.0, sigma_q=1.5, n=2000, s
     ax2.axhline(fwd, color="k", lw=1.2, ls=":", label=f"true KL(P || Q) = {fwd:.3f}")
     ax2.plot([1, 2, 3], [d.mean() for d in data], "kD", ms=5, label=f"mean of {n} samples")
     ax2.set_ylabel("per-sample estimate (nats)")
-    ax2.set_title("spread of the three estimators")
+    ax2.set_title("spread of the three estimators", fontsize=10)
     ax2.legend(frameon=False, fontsize=8.5)
+    bm = batch_means(mu_p, sigma_p, mu_q, sigma_q, batch=batch, n_batches=n_batches, seed=seed + 1)
+    finite = k3_variance_is_finite(sigma_p, sigma_q)
+    lo, hi = np.percentile(np.concatenate([bm["k1"], bm["k3"]]), [0.5, 99.5])
+    bins = np.linspace(min(lo, fwd), max(hi, fwd), 50)
+    for k in ("k1", "k3"):
+        below = np.mean(bm[k] < fwd)
+        ax3.hist(np.clip(bm[k], bins[0], bins[-1]), bins=bins, histtype="step", lw=2, color=COLORS[k],
+                 label=f"{k}: std {bm[k].std():.3f}, {below:.0%} below, max {bm[k].max():.2f}")
+    ax3.axvline(fwd, color="k", lw=1.2, ls=":")
+    ax3.set_xlabel(f"mean of a batch of {batch} samples (nats; clipped at the edges)")
+    ax3.set_ylabel(f"number of batches (of {n_batches})")
+    variance = "finite" if finite else "INFINITE"
+    ax3.set_title(rf"Var(k3) {variance}: $\sigma_Q^2$ {'<' if finite else '>='} 2 $\sigma_P^2$", fontsize=10)
+    ax3.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
