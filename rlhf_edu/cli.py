@@ -17,7 +17,8 @@ def main(argv=None) -> int:
 
     demo = sub.add_parser("demo", help="end-to-end RLHF on the default tiny model (a few CPU minutes)")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of every random stream (default 0); same seed, same machine: same table")
     demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     demo.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
