@@ -132,7 +132,8 @@ def classic_grid_figure(gamma=0.9):
 @slide_figure("ch03_convergence")
 def convergence_figure(gamma=0.9, n_sweeps=60):
     """Max-norm error of each sweep on the classic grid: evaluation (synchronous, in place), value iteration,
-    policy iteration; the grey line is the contraction bound :math:`\\gamma^k \\|V_0 - V\\|_\\infty`."""
+    policy iteration; the dotted and dashed lines are the contraction bounds :math:`\\gamma^k \\|V_0 - V\\|_\\infty` of
+    evaluation (:math:`V = V^\\pi`) and of value iteration (:math:`V = V^*`), each from its own initial error."""
     mdp, _ = classic_grid_world(gamma)
     pi = _uniform(mdp)
     v_pi = policy_evaluation(mdp, pi)
@@ -157,7 +158,12 @@ def convergence_figure(gamma=0.9, n_sweeps=60):
     ax.semilogy(k, np.maximum(vi, floor), label="value iteration")
     ax.semilogy(np.arange(len(pi_errors)), np.maximum(pi_errors, floor), "o-", color="C3",
                 label="policy iteration (x = improvements)")
-    ax.semilogy(k, sync[0] * gamma ** k, color="0.6", ls="--", lw=1, label="$\\gamma^k\\,$error$_0$")
+    # the contraction bound of each method starts from that method's own initial error: ||V_0 - V^pi|| for
+    # evaluation, ||V_0 - V*|| for value iteration (larger here, so value iteration's curve sits above the first)
+    ax.semilogy(k, sync[0] * gamma ** k, color="C0", ls=":", lw=1.2,
+                label="bound for evaluation: $\\gamma^k \\|V_0 - V^\\pi\\|_\\infty$")
+    ax.semilogy(k, vi[0] * gamma ** k, color="C2", ls="--", lw=1.2, alpha=0.6,
+                label="bound for value iteration: $\\gamma^k \\|V_0 - V^*\\|_\\infty$")
     ax.set_xlabel("sweep k (each state backed up k times)")
     ax.set_ylabel("$\\max_s |V_k(s) - V(s)|$ (return units)")
     ax.set_title(f"Dynamic programming converges like $\\gamma^k$ ($\\gamma$ = {gamma:g}, classic grid)")
