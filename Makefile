@@ -36,9 +36,10 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest tests chapters $(NBVAL)
 
-## The same suite as another CPU would run it (CI runs both).
+## The same suite as another CPU would run it (CI runs both; the browser tests, which only check that a
+## slider redraws its figure, run once, in `make test`).
 test-other-cpu: $(BIN)/.installed
-	$(OTHER_CPU) $(BIN)/python -m pytest tests chapters $(NBVAL)
+	$(OTHER_CPU) $(BIN)/python -m pytest tests chapters $(NBVAL) -m "not browser"
 
 ## The library's tests only (no notebooks), for a quick loop while editing.
 test-fast: $(BIN)/.installed
