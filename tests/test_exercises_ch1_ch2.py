@@ -73,18 +73,24 @@ def test_ranking_loss_messages():
 
 def test_ranking_loss_matches_chapter_example():
     # the earthquake ranking y1 > y3 > y2 of section 5.1
-    assert abs(bt._ranking_loss([[1.2, -0.3, 0.4]], [[0, 2, 1]]) - (0.371101 + 0.201413 + 0.403186) / 3) < 1e-5
+    assert abs(bt._ranking_loss([[1.5, 0.0, 0.7]], [[0, 2, 1]]) - (0.371101 + 0.201413 + 0.403186) / 3) < 1e-5
     # K = 2 reduces to the pairwise loss
     assert abs(bt._ranking_loss([[1.0, 0.0]], [[0, 1]]) - math.log1p(math.exp(-1.0))) < 1e-12
 
 
 def test_noisy_margin_prediction():
-    assert abs(bt.run_noisy_margin() - math.log(0.7 / 0.3)) < 1e-6
-    assert "stay or to grow" in _message(bt.check_noisy_margin_prediction, lambda: 3.0)
-    assert "positive" in _message(bt.check_noisy_margin_prediction, lambda: -0.5)
-    assert "expected the run" not in _message(bt.check_noisy_margin_prediction, lambda: 0.5)
-    assert "expected (the run): 0.8473" in _message(bt.check_noisy_margin_prediction, lambda: 0.5)
-    assert not bt.check_noisy_margin_prediction(lambda: "a lot", verbose=False)
+    # the optimum is the logit of q = (1 - eps) sigma(g) + eps sigma(-g), e.g. 0.5694 for g = 1, eps = 0.2
+    q = 0.8 / (1 + math.exp(-1.0)) + 0.2 / (1 + math.exp(1.0))
+    assert abs(bt.run_noisy_margin(1.0, 0.2) - math.log(q / (1 - q))) < 1e-6
+    for g, eps in bt.NOISY_MARGIN_CASES:
+        right = bt.RIGHT_SOLUTIONS["check_noisy_margin_prediction"](g, eps)
+        assert abs(bt.run_noisy_margin(g, eps) - right) < 1e-6
+    assert "section 8" in _message(bt.check_noisy_margin_prediction, lambda g, eps: math.log((1 - eps) / eps))
+    assert "gold gap g" in _message(bt.check_noisy_margin_prediction, lambda g, eps: g)
+    assert "push at d = 0" in _message(bt.check_noisy_margin_prediction, lambda g, eps: (1 - 2 * eps) * g)
+    assert "positive" in _message(bt.check_noisy_margin_prediction, lambda g, eps: -0.5)
+    assert "expected (the run): 0.5694" in _message(bt.check_noisy_margin_prediction, lambda g, eps: 0.3)
+    assert not bt.check_noisy_margin_prediction(lambda g, eps: "a lot", verbose=False)
 
 
 def test_last_token_reward_bug_and_messages():

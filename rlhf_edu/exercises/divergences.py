@@ -133,7 +133,7 @@ def _naive_k3(logp, logp_ref, estimator):
         return ell
     if estimator == "k2":
         return 0.5 * ell**2
-    # GRPO's eq. (2) typed in as written, r - log r - 1 with log r = -ell: for |ell| ~ 1e-7, exp(-ell) + ell
+    # GRPO's KL term (DeepSeekMath eq. (4)) typed in as written, r - log r - 1 with log r = -ell: for |ell| ~ 1e-7, exp(-ell) + ell
     # rounds to 1 and the result is 0 or one rounding error
     return np.exp(-ell) + ell - 1
 

@@ -54,8 +54,9 @@ EARTHQUAKE_ANSWERS = (
     "y2: The Bay Area has good weather but is prone to earthquakes and wildfires.",
     "y3: A 4.2 magnitude earthquake hit San Francisco, resulting in massive damage.",
 )
-#: Rewards for them used in the chapter's worked example (y1's 1.2 is the notes' number).
-EARTHQUAKE_REWARDS = (1.2, -0.3, 0.4)
+#: Rewards for them used in the chapter's worked example (illustrative log-odds, not the notes' numbers: the
+#: notes' 1.2 is y2's RATING, which their comparison slide repeats beside y1).
+EARTHQUAKE_REWARDS = (1.5, 0.0, 0.7)
 
 
 def simulate_ratings(quality=EARTHQUAKE_REWARDS, n_annotators=6, noise=0.3, seed=0):
@@ -136,7 +137,8 @@ def noisy_label_loss(gap, noise):
 @slide_figure("ch01_ratings_vs_comparisons")
 def ratings_vs_comparisons_figure(n_annotators=6, seed=0):
     """Left: raw ratings of the notes' three answers by miscalibrated annotators. Right: the comparisons
-    they imply, which agree."""
+    they imply, which agree (by construction: they are read off the same simulated ratings, an idealisation;
+    real labellers agree on about 73% of comparisons in InstructGPT)."""
     quality = np.asarray(EARTHQUAKE_REWARDS)
     ratings, _, _ = simulate_ratings(quality, n_annotators=n_annotators, seed=seed)
     names = ["y1", "y2", "y3"]
@@ -153,7 +155,7 @@ def ratings_vs_comparisons_figure(n_annotators=6, seed=0):
     ax2.set_xticks(range(3), [f"{names[i]} > {names[k]}" for i, k in pairs])
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("fraction of annotators")
-    ax2.set_title("comparisons: they agree")
+    ax2.set_title("comparisons: they agree (idealised)")
     fig.tight_layout()
     return fig
 

@@ -323,7 +323,7 @@ def tabular_ppo_figure(history=None):
     ax.set_title("The policy climbs to the optimum")
     ax.legend(fontsize=8, loc="lower right")
     ax = axes[1]
-    ax.plot(it, history["critic_error"], "o-", ms=3, color="C1", label="critic: $\\max_s |V_w(s) - V^\\pi(s)|$")
+    ax.plot(it, history["critic_error"], "o-", ms=3, color="C1", label="critic: $\\max_s |V_\\psi(s) - V^\\pi(s)|$")
     ax.set_xlabel("PPO iteration")
     ax.set_ylabel("critic error (return units)")
     ax2 = ax.twinx()
