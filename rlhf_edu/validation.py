@@ -27,7 +27,17 @@ __all__ = [
     "check_binary",
     "check_values_in_range",
     "as_float_tensor",
+    "check_finite",
+    "allows_neg_inf",
+    "LOGP_TOLERANCE",
+    "check_logprobs",
 ]
+
+#: How far above 0 a log-probability may lie before it is an error rather than float rounding: summed
+#: float32 log-softmax values of a long completion can come out a few 1e-5 above the exact 0 of a token
+#: of probability 1, while the mistakes this catches (a sign flip, a sum of probabilities instead of
+#: log-probabilities) give values of order 1 and more.
+LOGP_TOLERANCE = 1e-3
 
 
 def _is_tensor(x) -> bool:
@@ -41,8 +51,88 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def as_float_array(name: str, x) -> np.ndarray:
-    """``np.asarray(x, dtype=float)`` that names the argument when ``x`` is not numeric.
+def allows_neg_inf(name: str) -> bool:
+    """Whether an argument called ``name`` may hold ``-inf``: log-probabilities and logits, where ``-inf``
+    means probability 0 (a masked token). Everything else must be finite.
+
+    >>> allows_neg_inf("logp_ref"), allows_neg_inf("logits_p"), allows_neg_inf("rewards")
+    (True, True, False)
+    """
+    return "logp" in name or "logit" in name
+
+
+def check_finite(name: str, x, *, allow_neg_inf: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` if the array ``x`` holds NaN or +inf (or -inf, unless allowed).
+
+    One ``isfinite`` reduction on the fast path (a single device sync for a tensor); the index of the
+    first bad entry is looked up only when raising. Integer and boolean arrays pass. A NaN that gets
+    into a loss reaches every parameter through the gradient, so the library refuses it at the door.
+
+    >>> check_finite("rewards", [1.0, float("nan")])
+    Traceback (most recent call last):
+    ...
+    ValueError: rewards contains NaN (first at index (1,)): every result computed from it would be NaN
+    >>> check_finite("logp", [-1.0, float("-inf")], allow_neg_inf=True)   # log-prob of a masked token
+    """
+    if _is_tensor(x):
+        import torch
+
+        if not (x.is_floating_point() or x.is_complex()) or bool(torch.isfinite(x).all()):
+            return
+        arr = x.detach().to("cpu", torch.float64).numpy()
+    else:
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.floating) or bool(np.isfinite(arr).all()):
+            return
+    for bad, what, why in (
+        (np.isnan(arr), "NaN", "every result computed from it would be NaN"),
+        (np.isposinf(arr), "+inf", "only finite values are meaningful here"),
+        (None if allow_neg_inf else np.isneginf(arr), "-inf",
+         "only log-probabilities and logits may be -inf (probability 0)"),
+    ):
+        if bad is not None and bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} contains {what} (first at index {index}): {why}")
+
+
+def check_logprobs(name: str, x, *, tol: float = LOGP_TOLERANCE) -> None:
+    """Raise ``ValueError`` unless every entry of ``x`` can be a log-probability: ``<= tol``, not NaN.
+
+    ``log p <= 0`` for a probability; exactly 0 (probability 1) is valid, and values up to ``tol`` above 0
+    are accepted as float rounding. A larger positive value is almost always a mistake upstream: a sign
+    flip (a negative log-likelihood passed as a log-prob), or probabilities/logits passed instead of
+    log-probabilities. ``-inf`` (probability 0) is allowed.
+
+    >>> check_logprobs("policy_chosen_logps", [-3.2, 0.0])
+    >>> check_logprobs("policy_chosen_logps", [12.5])
+    Traceback (most recent call last):
+    ...
+    ValueError: policy_chosen_logps must be log-probabilities (<= 0), found 12.5 at index (0,): a sign flip (a negative log-likelihood passed as a log-prob) or probabilities/logits instead of log-probs?
+    """
+    check_finite(name, x, allow_neg_inf=True)
+    if _is_tensor(x):
+        import torch
+
+        if not bool((x > tol).any()):
+            return
+        arr = x.detach().to("cpu", torch.float64).numpy()
+    else:
+        arr = np.asarray(x)
+        if not bool(np.any(arr > tol)):
+            return
+    index = tuple(int(i) for i in np.argwhere(arr > tol)[0])
+    raise ValueError(
+        f"{name} must be log-probabilities (<= 0), found {float(arr[index]):.6g} at index {index}: a sign flip "
+        "(a negative log-likelihood passed as a log-prob) or probabilities/logits instead of log-probs?"
+    )
+
+
+def as_float_array(name: str, x, *, finite: bool = True, allow_neg_inf: bool | None = None) -> np.ndarray:
+    """``np.asarray(x, dtype=float)`` that names the argument when ``x`` is not numeric or not finite.
+
+    With ``finite=True`` (the default) NaN and +inf raise ``ValueError``, and so does -inf unless
+    ``allow_neg_inf`` (default: ``allows_neg_inf(name)``, i.e. log-probs and logits). ``finite=False``
+    leaves the check to the caller (e.g. padding that may hold anything).
 
     >>> as_float_array("p", [0.5, 0.5])
     array([0.5, 0.5])
@@ -55,6 +145,8 @@ def as_float_array(name: str, x) -> np.ndarray:
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
+    if finite:
+        check_finite(name, arr, allow_neg_inf=allows_neg_inf(name) if allow_neg_inf is None else allow_neg_inf)
     return arr
 
 
@@ -228,13 +320,14 @@ def check_values_in_range(name: str, x, low=-np.inf, high=np.inf, *, low_open=Fa
         raise ValueError(f"{name} must lie in {lb}{low}, {high}{hb} everywhere; found {worst:.6g}")
 
 
-def as_float_tensor(name: str, x, like=None):
+def as_float_tensor(name: str, x, like=None, *, finite: bool = True, allow_neg_inf: bool | None = None):
     """The twins' ``as_float_array``: ``x`` as a floating torch tensor, naming the argument if it is not numeric.
 
     A floating tensor passes through untouched (same device, dtype and autograd graph). Anything else
     (Python numbers, lists, NumPy arrays, integer or boolean tensors) is converted: to the dtype and
     device of the tensor ``like`` when given (so ``margin=0.5`` follows ``r_chosen``), else to float64 for
     NumPy/Python input (as ``as_float_array`` would) and the default float dtype for integer tensors.
+    ``finite`` and ``allow_neg_inf`` as in ``as_float_array`` (NaN and inf raise ``ValueError``).
 
     >>> import torch
     >>> as_float_tensor("margin", 0.5, like=torch.zeros(2, dtype=torch.float32))
@@ -243,13 +336,15 @@ def as_float_tensor(name: str, x, like=None):
     import torch
 
     if isinstance(x, torch.Tensor):
-        if x.is_floating_point():
-            return x
         if x.is_complex():
             raise TypeError(f"{name} must be real, got dtype {x.dtype}")
+        if x.is_floating_point():
+            if finite:
+                check_finite(name, x, allow_neg_inf=allows_neg_inf(name) if allow_neg_inf is None else allow_neg_inf)
+            return x
         dtype = like.dtype if like is not None and like.is_floating_point() else torch.get_default_dtype()
         return x.to(dtype=dtype, device=like.device if like is not None else x.device)
-    arr = as_float_array(name, x)
+    arr = as_float_array(name, x, finite=finite, allow_neg_inf=allow_neg_inf)
     if like is not None:
         dtype = like.dtype if like.is_floating_point() else None
         return torch.as_tensor(arr, dtype=dtype, device=like.device)

@@ -127,8 +127,9 @@ def test_implicit_reward_margin_is_what_dpo_classifies():
 
 def test_cdpo_label_smoothing_formula():
     z = np.array([-3.0, 0.0, 2.0])
-    pc = z / 0.5  # beta = 0.5, h = pc
-    loss = nd.dpo_loss(pc, 0 * z, 0 * z, 0 * z, beta=0.5, label_smoothing=0.1)
+    pc = z / 0.5 - 10.0  # beta = 0.5, h = pc - (-10): log-probs must be <= 0
+    ref = 0 * z - 10.0
+    loss = nd.dpo_loss(pc, ref, ref, ref, beta=0.5, label_smoothing=0.1)
     np.testing.assert_allclose(loss, 0.9 * _softplus(-z) + 0.1 * _softplus(z), rtol=1e-12)
 
 
@@ -140,8 +141,8 @@ def test_ipo_worked_example_and_minimum():
     assert nd.ipo_loss(np.array([-1.0]), np.array([-3.0]), np.array([-2.0]), np.array([-2.0]), 0.5)[0] == 1.0
     # zero exactly at h = 1/(2 beta): the finite target of IPO
     beta = 0.1
-    z = np.zeros(1)
-    assert nd.ipo_loss(np.array([5.0]), z, z, z, beta)[0] == pytest.approx(0.0, abs=1e-12)
+    z = np.full(1, -10.0)
+    assert nd.ipo_loss(np.array([-5.0]), z, z, z, beta)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_gpo_table_has_the_six_functions_of_the_notes():
@@ -170,7 +171,10 @@ def test_gpo_reproduces_dpo_slic_and_ipo(rows, beta):
     np.testing.assert_allclose(nd.gpo_loss(rho, beta, "logistic"), nd.dpo_loss(pc, pr, rc, rr, beta=beta), rtol=1e-12)
     # hinge: max(0, 1 - beta rho) = beta * max(0, 1/beta - rho), SLiC's calibration with delta = 1/beta on rho
     np.testing.assert_allclose(
-        nd.gpo_loss(rho, beta, "hinge"), beta * nd.slic_loss(rho, 0 * rho, delta=1 / beta), rtol=1e-9, atol=1e-9
+        # (slic_loss takes log-probs <= 0 and depends only on their difference: shift both below 0)
+        nd.gpo_loss(rho, beta, "hinge"), beta * nd.slic_loss(rho - max(rho.max(), 0.0) - 1.0,
+                                                             0 * rho - max(rho.max(), 0.0) - 1.0,
+                                                             delta=1 / beta), rtol=1e-9, atol=1e-9
     )
     # SLiC-HF uses no reference: with equal reference log-probs rho is the plain log-likelihood margin
     rho_no_ref = nd.log_ratio_difference(pc, pr, rc, rc)
@@ -321,6 +325,7 @@ def test_rebel_worked_example_and_zero_at_its_target():
     assert out[0] == 1.0  # ((1 - -1)/1 - 1)^2
     rng = np.random.default_rng(3)
     lp_old, lp_old_alt, r, r_alt = rng.normal(size=(4, 5))
+    lp_old, lp_old_alt = lp_old - 10.0, lp_old_alt - 10.0  # log-probs: <= 0
     eta = 0.3
     # the mirror-descent step pi_{t+1} = pi_t e^{eta r} / Z makes the loss 0 (log Z cancels)
     log_z = rng.normal(size=5)
@@ -361,24 +366,26 @@ def test_every_loss_is_nonnegative(rows, beta, f):
 @settings(max_examples=50, deadline=None)
 @given(st.floats(-1e4, 1e4), st.floats(0.0, 100.0), betas)
 def test_dpo_is_decreasing_in_the_margin_and_swapping_negates_it(m, step, beta):
-    z = np.zeros(1)
+    shift = 2.1e4  # log-probs must be <= 0: shift all four (the margin is unchanged)
+    z = np.full(1, -shift)
     def dpo(h):
-        return nd.dpo_loss(np.array([h]), z, z, z, beta=beta)[0]
+        return nd.dpo_loss(np.array([h - shift]), z, z, z, beta=beta)[0]
     assert dpo(m + step) <= dpo(m)
     # swapping chosen and rejected negates the margin: softplus(-x) - softplus(x) = -x
-    swapped = nd.dpo_loss(z, np.array([m]), z, z, beta=beta)[0]
+    swapped = nd.dpo_loss(z, np.array([m - shift]), z, z, beta=beta)[0]
     assert dpo(m) - swapped == pytest.approx(-beta * m, rel=1e-9, abs=1e-9)
     # cDPO at label_smoothing 1/2 cannot tell the two answers apart
-    half = nd.dpo_loss(np.array([m]), z, z, z, beta=beta, label_smoothing=0.5)[0]
-    assert half == pytest.approx(nd.dpo_loss(z, np.array([m]), z, z, beta=beta, label_smoothing=0.5)[0], rel=1e-12)
+    half = nd.dpo_loss(np.array([m - shift]), z, z, z, beta=beta, label_smoothing=0.5)[0]
+    assert half == pytest.approx(
+        nd.dpo_loss(z, np.array([m - shift]), z, z, beta=beta, label_smoothing=0.5)[0], rel=1e-12)
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.floats(-50.0, 50.0), st.floats(0.01, 10.0), betas)
 def test_ipo_is_minimised_at_its_target(h, dh, beta):
-    z = np.zeros(1)
+    z = np.full(1, -100.0)  # log-probs must be <= 0: shift all four (h is unchanged)
     def ipo(x):
-        return nd.ipo_loss(np.array([x]), z, z, z, beta)[0]
+        return nd.ipo_loss(np.array([x - 100.0]), z, z, z, beta)[0]
     target = 1 / (2 * beta)
     assert ipo(target) <= ipo(h) + 1e-12
     # symmetric around the target (a regression, unlike DPO's one-sided logistic)
@@ -483,12 +490,16 @@ def test_non_numeric_input_is_a_type_error(tree):
 
 
 _BIG = np.array([1e4, -1e4, 3e3, -3e3])
-_ORPO = np.array([-1e-3, -1e4, -1e-3, -1e4])  # mean log-probs: log-odds margins of about +-1e4
+_ORPO = np.array([-1e-3, -1e4, -1e-3, -1e4])
+_SHIFT = 2e4  # exact in float32: shifted log-probs keep every margin exactly  # mean log-probs: log-odds margins of about +-1e4
 
 
 def _extreme_losses(mod, T, beta):
-    """Every loss at margins of +-1e4, as (name, output, leaves)."""
-    z = np.zeros(4)
+    """Every loss at margins of +-1e4, as (name, output, leaves).
+
+    Log-probs must be <= 0: the callers pass x, y and every loss but ORPO sees x - _SHIFT, y - _SHIFT with
+    reference log-probs -_SHIFT, which leaves every margin unchanged."""
+    z = np.zeros(4) - _SHIFT
     des = np.array([True, False, False, True])
     one = np.ones(4)
     calls = {
@@ -499,12 +510,13 @@ def _extreme_losses(mod, T, beta):
         "kto": lambda x, y: mod.kto_loss(x, y, T(des) if mod is nd else torch.tensor(des), 0.0, beta),
         "simpo": lambda x, y: mod.simpo_loss(x, y, T(one), T(one), beta, 1.0),
         "orpo": lambda x, y: mod.orpo_loss(x, y, T(one), 1.0),  # called with mean log-probs, see _ORPO
-        "rebel": lambda x, y: mod.rebel_loss(x, y, y, x, T(one), T(z), 1.0),
+        "rebel": lambda x, y: mod.rebel_loss(x, y, y, x, T(one), T(z + _SHIFT), 1.0),
     }
     for f in nd.GPO_LOSSES:
         if f != "exponential":  # e^{-x} is unbounded: inf at -1e4 is the function (tested above)
             calls[f"gpo-{f}"] = lambda x, y, f=f: mod.gpo_loss(x - y, beta, f)
-    return calls
+    return {name: (call if name == "orpo" else (lambda x, y, call=call: call(x - _SHIFT, y - _SHIFT)))
+            for name, call in calls.items()}
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0])
@@ -543,9 +555,9 @@ def test_extreme_margins_numpy_finite_loss_and_analytic_gradient(dtype, beta):
             out = call(x, y)
             assert out.dtype == np.dtype(dtype), name
             assert np.all(np.isfinite(out)), f"{name}: {out}"
-        z = T(np.zeros(4))
+        z = T(np.zeros(4) - _SHIFT)
         for eps in (0.0, 0.2):
-            g = nd.dpo_loss_grad(T(_BIG), T(-_BIG), z, z, beta=beta, label_smoothing=eps)
+            g = nd.dpo_loss_grad(T(_BIG - _SHIFT), T(-_BIG - _SHIFT), z, z, beta=beta, label_smoothing=eps)
             assert all(np.all(np.isfinite(v)) for v in g.values())
             # saturated: a right pair has weight ~ 0, a wrong pair the full weight beta (minus eps's share)
             np.testing.assert_allclose(g["policy_chosen_logps"][:2], [eps * beta, -(1 - eps) * beta], atol=1e-6)

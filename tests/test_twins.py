@@ -183,3 +183,101 @@ def test_twin_gradients(m, name, i, device):
 
         inputs = tuple(leaves.values())
         assert torch.autograd.gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- NaN never passes silently (issue 13)
+
+#: (module, function, argument) whose NaN is accepted on purpose, with the reason. Everything else: a NaN
+#: in any float array argument must raise ValueError in the NumPy reference and in the torch twin.
+NAN_EXEMPT = {
+    ("advantages", "gae", "truncation_values"): "read only where truncated is 1 (elsewhere a placeholder)",
+    ("advantages", "discounted_returns", "truncation_values"): "read only where truncated is 1",
+}
+
+
+def _nan_params():
+    params = []
+    for m, name in PAIRS:
+        ref_module = importlib.import_module(f"rlhf_edu.numpy.{m}")
+        fns = [name] + ([f"{name}_grad"] if f"{name}_grad" in ref_module.__all__ else [])
+        for fn_name in fns:
+            for i, case in enumerate(_cases(m, name)[:1]):
+                sig = list(inspect.signature(getattr(ref_module, fn_name)).parameters)
+                slots = [(sig[j], ("args", j)) for j, a in enumerate(case.args) if _is_float_array(a)]
+                slots += [(k, ("kwargs", k)) for k, a in case.kwargs.items() if _is_float_array(a)]
+                for arg, where in slots:
+                    if (m, name, arg) in NAN_EXEMPT:
+                        continue
+                    params.append(pytest.param(m, fn_name, name, i, where, id=f"{m}.{fn_name}.{arg}"))
+    return params
+
+
+def _is_float_array(a):
+    return isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) and a.size > 0
+
+
+def _with_nan(case: Case, where) -> Case:
+    args, kwargs = list(case.args), dict(case.kwargs)
+    kind, key = where
+    holder = args if kind == "args" else kwargs
+    bad = np.array(holder[key], dtype=float, copy=True)
+    bad.flat[bad.size // 2] = np.nan  # an entry in the middle (the first may sit in padding)
+    holder[key] = bad
+    return Case(tuple(args), kwargs)
+
+
+NAN_PARAMS = _nan_params()
+
+
+def test_nan_exemptions_have_reasons():
+    for key, reason in NAN_EXEMPT.items():
+        assert isinstance(reason, str) and len(reason) > 10, key
+
+
+@pytest.mark.parametrize("m,fn_name,name,i,where", NAN_PARAMS)
+def test_nan_input_raises_value_error(m, fn_name, name, i, where):
+    case = _with_nan(_cases(m, name)[i], where)
+    ref = getattr(importlib.import_module(f"rlhf_edu.numpy.{m}"), fn_name)
+    with pytest.raises(ValueError):
+        with np.errstate(all="ignore"):
+            _call(ref, case)
+    if fn_name.endswith("_grad") or name in _numpy_only(m):
+        return  # the analytic gradients and NumPy-only functions have no twin
+    twin = getattr(importlib.import_module(f"rlhf_edu.torch.{m}"), fn_name)
+    with pytest.raises(ValueError):
+        _call(twin, case, torch.float64, "cpu")
+
+
+#: Functions whose cases hold no float array: their float inputs are scalars, checked here with a NaN.
+_NAN = float("nan")
+NAN_SCALAR_CHECKS = {
+    ("mdp", "grid_world"): lambda mod: mod.grid_world((2, 2), terminals=[(0, 0)], step_reward=_NAN),
+    ("mdp", "classic_grid_world"): lambda mod: mod.classic_grid_world(gamma=_NAN),
+    ("mdp", "two_by_two_world"): lambda mod: mod.two_by_two_world(step_reward=_NAN),
+    ("preferences", "fit_bradley_terry"): lambda mod: mod.fit_bradley_terry(
+        np.array([0, 1]), np.array([1, 0]), 2, weights=np.array([1.0, _NAN])),
+}
+#: Functions with no float input at all (nothing can be NaN), with the reason.
+NAN_NO_FLOAT_INPUT = {
+    ("preferences", "ranking_to_pairs"): "takes a ranking of item indices (integers) only",
+    ("mdp", "GridLayout"): "a layout of cells and names (integers and strings), no numbers to compute with",
+    ("sampling", "best_of_n_kl_bound"): "takes the integer n only (checked by check_integer)",
+}
+
+
+@pytest.mark.parametrize("key", sorted(NAN_SCALAR_CHECKS), ids=lambda k: f"{k[0]}.{k[1]}")
+def test_nan_scalar_input_raises_value_error(key):
+    m, name = key
+    for tree in ("numpy", "torch"):
+        if tree == "torch" and name in _numpy_only(m):
+            continue
+        with pytest.raises(ValueError):
+            NAN_SCALAR_CHECKS[key](importlib.import_module(f"rlhf_edu.{tree}.{m}"))
+
+
+def test_every_public_function_has_a_nan_check_or_a_reason():
+    covered = {(p.values[0], p.values[2]) for p in NAN_PARAMS} | set(NAN_SCALAR_CHECKS)
+    for key, reason in NAN_NO_FLOAT_INPUT.items():
+        assert isinstance(reason, str) and len(reason) > 10, key
+    missing = [f"{m}.{n}" for m, n in PAIRS if (m, n) not in covered and (m, n) not in NAN_NO_FLOAT_INPUT]
+    assert not missing, f"no NaN check (add a case with a float array, a scalar check or a reason): {missing}"

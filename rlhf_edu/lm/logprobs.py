@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu.lm.batching import position_ids_from_mask
-from rlhf_edu.validation import check_choice, check_positive
+from rlhf_edu.validation import check_choice, check_finite, check_positive
 
 __all__ = ["REDUCTIONS", "token_logprobs", "sequence_logprobs", "token_entropy"]
 
@@ -67,6 +67,15 @@ def token_entropy(logits):
     1.3863
     >>> round(token_entropy(torch.tensor([1e4, 0.0, -1e4])).item(), 6)
     0.0
+
+    Logits of ``-inf`` (a masked vocabulary: top-k or top-p filtering, a disallowed token) are
+    probability 0 and contribute 0; NaN or ``+inf`` logits raise ``ValueError``; a row of only ``-inf``
+    has no distribution and raises too.
+
+    >>> round(token_entropy(torch.tensor([0.0, 0.0, float("-inf")])).item(), 4)   # log 2
+    0.6931
+    >>> round(token_entropy(torch.tensor([5.0, float("-inf"), float("-inf")])).item(), 4)
+    0.0
     """
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -75,10 +84,16 @@ def token_entropy(logits):
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(f"logits must have a non-empty last axis (the vocabulary), got shape {tuple(logits.shape)}")
     logits = _logits_for_logprobs(logits, 1.0)
+    check_finite("logits", logits, allow_neg_inf=True)
+    if bool(torch.isneginf(logits).all(dim=-1).any()):
+        raise ValueError("logits has a row where every logit is -inf: no distribution")
     # H is unchanged by a shift; shifting by the max keeps both terms near 0, so they do not cancel
     # (logits all equal to -1e4 in float32 would otherwise lose three digits).
     z = logits - logits.max(dim=-1, keepdim=True).values.detach()
-    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+    # a -inf logit (top-k/top-p filtering, a disallowed token) has p = 0 and contributes 0 * z := 0,
+    # not 0 * -inf = NaN; torch.where also keeps its gradient 0
+    z_finite = torch.where(torch.isneginf(z), torch.zeros_like(z), z)
+    return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z_finite).sum(-1)
 
 
 def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, return_entropy=False):

@@ -15,6 +15,13 @@ Notation: with the policy :math:`\\pi_\\theta` and the frozen reference :math:`\
 Everything is computed in log space (``np.logaddexp(0, -x)`` is :math:`-\\log\\sigma(x)`), so losses and
 gradients stay finite for margins of +-1e4 in float32 and float64.
 
+Input checks (every loss, both trees): NaN or +inf anywhere raises ``ValueError`` naming the argument;
+log-probabilities may be ``-inf`` (probability 0) but must be ``<= 0``: a value above
+``rlhf_edu.validation.LOGP_TOLERANCE`` (1e-3, room for float rounding; exactly 0, probability 1, is
+valid) raises ``ValueError`` naming the argument and the likely mistake (a sign flip, an NLL or logits
+passed as log-probs). ``gpo_loss`` takes :math:`\rho`, a log-ratio difference of either sign; its
+log-probs are checked where :math:`\rho` is built (``log_ratio_difference``).
+
 NumPy references; the PyTorch twins are in ``rlhf_edu.torch.direct``.
 """
 
@@ -31,6 +38,7 @@ from rlhf_edu.validation import (
     check_nonnegative,
     check_positive,
     check_same_shape,
+    check_logprobs,
     check_values_in_range,
 )
 
@@ -109,7 +117,17 @@ def _four_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
     check_same_shape(
         policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr
     )
+    _check_logprobs(policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr)
     return pc, pr, rc, rr
+
+
+def _check_logprobs(**named):
+    """Every named array must hold log-probabilities: <= 0 up to float rounding (``LOGP_TOLERANCE``).
+
+    A positive "log-probability" is a mistake upstream (a sign flip: an NLL passed as a log-prob; a
+    sum of probabilities or logits); the loss would train on it silently. Shared with the torch twin."""
+    for name, x in named.items():
+        check_logprobs(name, x)
 
 
 def log_ratio_difference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
@@ -142,6 +160,7 @@ def dpo_implicit_reward(policy_logps, ref_logps, beta):
     policy_logps = as_float_array("policy_logps", policy_logps)
     ref_logps = as_float_array("ref_logps", ref_logps)
     check_same_shape(policy_logps=policy_logps, ref_logps=ref_logps)
+    _check_logprobs(policy_logps=policy_logps, ref_logps=ref_logps)
     return beta * (policy_logps - ref_logps)
 
 
@@ -302,6 +321,7 @@ def slic_loss(chosen_logps, rejected_logps, delta, ref_nll=None, lam=0.0):
     chosen = as_float_array("chosen_logps", chosen_logps)
     rejected = as_float_array("rejected_logps", rejected_logps)
     check_same_shape(chosen_logps=chosen, rejected_logps=rejected)
+    _check_logprobs(chosen_logps=chosen, rejected_logps=rejected)
     loss = np.maximum(0.0, delta - chosen + rejected)
     if ref_nll is None:
         if lam > 0:
@@ -342,6 +362,7 @@ def kto_loss(policy_logps, ref_logps, desirable, kl_reference, beta, lambda_d=1.
     ref_logps = as_float_array("ref_logps", ref_logps)
     kl = as_float_array("kl_reference", kl_reference).astype(policy_logps.dtype)  # a float scalar keeps float32
     check_same_shape(policy_logps=policy_logps, ref_logps=ref_logps, desirable=desirable)
+    _check_logprobs(policy_logps=policy_logps, ref_logps=ref_logps)
     check_binary("desirable", desirable)
     check_broadcastable(policy_logps=policy_logps, kl_reference=kl)
     desirable = np.asarray(desirable).astype(bool)
@@ -373,6 +394,7 @@ def simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, b
     chosen = as_float_array("chosen_logps", chosen_logps)
     rejected = as_float_array("rejected_logps", rejected_logps)
     check_same_shape(chosen_logps=chosen, rejected_logps=rejected)
+    _check_logprobs(chosen_logps=chosen, rejected_logps=rejected)
     len_w = as_float_array("chosen_lengths", chosen_lengths)
     len_l = as_float_array("rejected_lengths", rejected_lengths)
     check_broadcastable(chosen_logps=chosen, chosen_lengths=len_w, rejected_lengths=len_l)
@@ -456,6 +478,7 @@ def rebel_loss(logp, logp_old, logp_alt, logp_old_alt, reward, reward_alt, eta):
     values = (logp, logp_old, logp_alt, logp_old_alt)
     lp, lp_old, lp_alt, lp_old_alt = (as_float_array(n, v) for n, v in zip(names, values))
     check_same_shape(logp=lp, logp_old=lp_old, logp_alt=lp_alt, logp_old_alt=lp_old_alt)
+    _check_logprobs(logp=lp, logp_old=lp_old, logp_alt=lp_alt, logp_old_alt=lp_old_alt)
     reward = as_float_array("reward", reward).astype(lp.dtype)  # extras follow the log-probs' dtype
     reward_alt = as_float_array("reward_alt", reward_alt).astype(lp.dtype)
     check_broadcastable(logp=lp, reward=reward, reward_alt=reward_alt)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf_edu.numpy.divergences import kl_estimate
+from rlhf_edu.numpy.divergences import KL_ESTIMATORS
+from rlhf_edu.numpy.divergences import _kl_from_log_ratio, kl_estimate
 from rlhf_edu.validation import (
     as_float_array,
     check_broadcastable,
@@ -135,6 +136,23 @@ def reinforce_loss_grad(logp, advantages, mask=None):
     return {"logp": -adv * m / n, "advantages": grad_adv}
 
 
+def check_max_length(max_length, mask_weights) -> int:
+    """Dr. GRPO's ``max_length``: an integer >= 1 and >= the longest completion (most kept tokens in a row).
+
+    Shared with the torch twin. A normaliser shorter than a completion is not Dr. GRPO's constant (the
+    generation budget): it is usually a prompt length or a mean length passed by mistake.
+    """
+    max_length = check_integer("max_length", max_length, minimum=1)
+    longest = int(round(float(mask_weights.sum(-1).max())))
+    if max_length < longest:
+        raise ValueError(
+            f"max_length={max_length} is shorter than the longest completion ({longest} tokens in mask): "
+            "Dr. GRPO divides by a constant at least as long as any completion (the generation budget, e.g. "
+            "max_new_tokens); a mean length or a prompt length passed instead?"
+        )
+    return max_length
+
+
 def ppo_clip_objective(ratio, advantages, clip_eps=0.2, clip_eps_high=None):
     r"""PPO's clipped surrogate per element (Schulman et al., 2017, eq. 7), to MAXIMISE.
 
@@ -146,6 +164,9 @@ def ppo_clip_objective(ratio, advantages, clip_eps=0.2, clip_eps_high=None):
     :math:`\rho < 1-\epsilon_{low}`, while a ratio that moved the wrong way is never clipped.
     ``ratio`` and ``advantages`` broadcast together. Used in chapters 4 and 5.
 
+    Raises ``ValueError`` for NaN/inf inputs or a negative ``ratio`` (a probability ratio is >= 0; a
+    negative one is usually the log-ratio ``logp - logp_old`` passed instead of its exponential).
+
     The lecture notes' example: "unlimited" had probability 0.1, now 0.3, so the ratio is 3; with
     epsilon 0.2 the objective is 1.2 A when A > 0, but 3 A when A < 0 (the min keeps the unclipped term):
 
@@ -153,9 +174,24 @@ def ppo_clip_objective(ratio, advantages, clip_eps=0.2, clip_eps_high=None):
     array([ 1.2, -3. ])
     """
     ratio = as_float_array("ratio", ratio)
+    _check_ratio(ratio)
     advantages = as_float_array("advantages", advantages)
     check_broadcastable(ratio=ratio, advantages=advantages)
     low, high = _clip_range(clip_eps, clip_eps_high)
+    return _clip_surrogate(ratio, advantages, low, high)
+
+
+def _check_ratio(ratio):
+    """A probability ratio is >= 0: a negative one is a log-ratio (or a difference) passed by mistake."""
+    if np.any(ratio < 0):
+        raise ValueError(
+            f"ratio must be >= 0 (pi / pi_old, a ratio of probabilities), found {float(ratio[ratio < 0].flat[0]):.6g}: "
+            "a log-ratio (logp - logp_old) passed instead of its exponential?"
+        )
+
+
+def _clip_surrogate(ratio, advantages, low, high):
+    """min(rho A, clip(rho, 1 - low, 1 + high) A) without checks (ppo_clip_loss's ratio may be inf by request)."""
     unclipped = ratio * advantages
     clipped = np.clip(ratio, 1.0 - low, 1.0 + high) * advantages
     return np.minimum(unclipped, clipped)
@@ -222,13 +258,13 @@ def ppo_clip_loss(logp, logp_old, advantages, mask=None, clip_eps=0.2, clip_eps_
     low, high = _clip_range(clip_eps, clip_eps_high)
     log_ratio = _log_ratio(logp, logp_old, max_log_ratio)
     ratio = np.exp(log_ratio)
-    loss = -_masked_mean(ppo_clip_objective(ratio, adv, low, high), m)
+    loss = -_masked_mean(_clip_surrogate(ratio, adv, low, high), m)
     if not return_stats:
         return loss
     stats = {
         "clip_fraction": _masked_mean(_clipped_away(ratio, adv, low, high).astype(logp.dtype), m),
         # kl_estimate sees only the difference: l = 0 - log_ratio = log pi_old - log pi
-        "approx_kl": _masked_mean(kl_estimate(np.zeros_like(log_ratio), log_ratio, "k3"), m),
+        "approx_kl": _masked_mean(_kl_from_log_ratio(-log_ratio, "k3"), m),
     }
     return loss, stats
 
@@ -286,7 +322,8 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     - ``"token_mean"`` (DAPO, Yu et al., 2025): :math:`\sum_{i,t}\ell_{i,t} / \sum_i |o_i|`, each token
       weighs the same;
     - ``"dr_grpo"`` (Liu et al., 2025): :math:`\sum_{i,t}\ell_{i,t} / (B \cdot` ``max_length``),
-      a constant normaliser (``max_length`` defaults to T, the mask's last axis; ignored otherwise).
+      a constant normaliser (``max_length`` defaults to T, the mask's last axis; ignored otherwise; a
+      ``max_length`` shorter than the longest completion raises ``ValueError``).
 
     At :math:`\pi = \pi_{old}` the gradient is the lecture notes'
     :math:`-\frac1G\sum_i\frac1{|o_i|}\sum_t (\hat A_{i,t} + \beta(\frac{\pi_{ref}}{\pi} - 1))
@@ -300,6 +337,7 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     -0.75
     """
     check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
+    check_choice("estimator", estimator, KL_ESTIMATORS)
     check_nonnegative("beta", beta)
     logp = as_float_array("logp", logp)
     logp_old = as_float_array("logp_old", logp_old)
@@ -313,9 +351,9 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
     low, high = _clip_range(clip_eps, clip_eps_high)
     ratio = np.exp(_log_ratio(logp, logp_old, max_log_ratio))
-    per_token = -ppo_clip_objective(ratio, adv, low, high)
+    per_token = -_clip_surrogate(ratio, adv, low, high)
     # kl_estimate sees only the difference logp - logp_ref, here bounded like the ratio
-    kl = kl_estimate(_log_ratio(logp, logp_ref, max_log_ratio), np.zeros_like(logp), estimator)
+    kl = _kl_from_log_ratio(_log_ratio(logp, logp_ref, max_log_ratio), estimator)
     if beta > 0:
         per_token = per_token + beta * kl
     per_token = np.where(m > 0, per_token, 0.0)
@@ -324,7 +362,7 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     elif aggregation == "token_mean":
         loss = per_token.sum() / m.sum()
     else:
-        length = logp.shape[-1] if max_length is None else check_integer("max_length", max_length, minimum=1)
+        length = logp.shape[-1] if max_length is None else check_max_length(max_length, m)
         n_sequences = per_token.size // logp.shape[-1]
         loss = per_token.sum() / (n_sequences * length)
     if not return_stats:

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rlhf_edu.numpy.direct import GPO_FORMULAS, GPO_LOSSES
+from rlhf_edu.numpy.direct import GPO_FORMULAS, GPO_LOSSES, _check_logprobs
 from rlhf_edu.validation import (
     as_float_tensor,
     check_binary,
@@ -73,6 +73,7 @@ def _four_logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, re
     check_same_shape(
         policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr
     )
+    _check_logprobs(policy_chosen_logps=pc, policy_rejected_logps=pr, ref_chosen_logps=rc, ref_rejected_logps=rr)
     return pc, pr, rc, rr
 
 
@@ -95,6 +96,7 @@ def dpo_implicit_reward(policy_logps, ref_logps, beta):
     beta = check_positive("beta", beta)
     policy_logps, ref_logps = _float_tensors(policy_logps=policy_logps, ref_logps=ref_logps)
     check_same_shape(policy_logps=policy_logps, ref_logps=ref_logps)
+    _check_logprobs(policy_logps=policy_logps, ref_logps=ref_logps)
     return beta * (policy_logps - ref_logps)
 
 
@@ -152,6 +154,7 @@ def slic_loss(chosen_logps, rejected_logps, delta, ref_nll=None, lam=0.0):
     lam = check_nonnegative("lam", lam)
     chosen, rejected = _float_tensors(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
     check_same_shape(chosen_logps=chosen, rejected_logps=rejected)
+    _check_logprobs(chosen_logps=chosen, rejected_logps=rejected)
     loss = torch.relu(delta - chosen + rejected)
     if ref_nll is None:
         if lam > 0:
@@ -175,6 +178,7 @@ def kto_loss(policy_logps, ref_logps, desirable, kl_reference, beta, lambda_d=1.
     lambda_u = check_nonnegative("lambda_u", lambda_u)
     policy_logps, ref_logps = _float_tensors(policy_logps=policy_logps, ref_logps=ref_logps)
     check_same_shape(policy_logps=policy_logps, ref_logps=ref_logps, desirable=desirable)
+    _check_logprobs(policy_logps=policy_logps, ref_logps=ref_logps)
     check_binary("desirable", desirable)
     is_desirable = torch.as_tensor(desirable, device=policy_logps.device).bool()
     kl = as_float_tensor("kl_reference", kl_reference, like=policy_logps)
@@ -196,6 +200,7 @@ def simpo_loss(chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, b
     gamma = check_nonnegative("gamma", gamma)
     chosen, rejected = _float_tensors(chosen_logps=chosen_logps, rejected_logps=rejected_logps)
     check_same_shape(chosen_logps=chosen, rejected_logps=rejected)
+    _check_logprobs(chosen_logps=chosen, rejected_logps=rejected)
     len_w = as_float_tensor("chosen_lengths", chosen_lengths, like=chosen)
     len_l = as_float_tensor("rejected_lengths", rejected_lengths, like=chosen)
     check_broadcastable(chosen_logps=chosen, chosen_lengths=len_w, rejected_lengths=len_l)
@@ -258,6 +263,7 @@ def rebel_loss(logp, logp_old, logp_alt, logp_old_alt, reward, reward_alt, eta):
         logp=logp, logp_old=logp_old, logp_alt=logp_alt, logp_old_alt=logp_old_alt
     )
     check_same_shape(logp=lp, logp_old=lp_old, logp_alt=lp_alt, logp_old_alt=lp_old_alt)
+    _check_logprobs(logp=lp, logp_old=lp_old, logp_alt=lp_alt, logp_old_alt=lp_old_alt)
     reward = as_float_tensor("reward", reward, like=lp)
     reward_alt = as_float_tensor("reward_alt", reward_alt, like=lp)
     check_broadcastable(logp=lp, reward=reward, reward_alt=reward_alt)

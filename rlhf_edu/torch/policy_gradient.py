@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, MAX_LOG_RATIO, advantages_per_sequence
-from rlhf_edu.torch.divergences import kl_estimate
+from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, MAX_LOG_RATIO, advantages_per_sequence, check_max_length
+from rlhf_edu.numpy.divergences import KL_ESTIMATORS
+from rlhf_edu.torch.divergences import _kl_from_log_ratio, kl_estimate
 from rlhf_edu.validation import (
+    allows_neg_inf,
+    check_finite,
     check_broadcastable,
     check_choice,
     check_in_range,
@@ -30,15 +33,19 @@ __all__ = [
 ]
 
 
-def _float_tensor(name, x, like=None):
-    """``x`` as a floating tensor (on ``like``'s device and dtype when given)."""
+def _float_tensor(name, x, like=None, finite=True):
+    """``x`` as a floating tensor (on ``like``'s device and dtype when given); NaN and inf raise ``ValueError``
+    naming ``name`` (-inf is allowed for log-probs and logits; ``finite=False`` skips the check)."""
     if like is not None:
-        return torch.as_tensor(x, dtype=like.dtype, device=like.device)
-    x = torch.as_tensor(x)
-    if not x.is_floating_point():
-        if x.dtype == torch.bool or x.dtype.is_complex:
-            raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
-        x = x.to(torch.get_default_dtype())
+        x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    else:
+        x = torch.as_tensor(x)
+        if not x.is_floating_point():
+            if x.dtype == torch.bool or x.dtype.is_complex:
+                raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
+            x = x.to(torch.get_default_dtype())
+    if finite:
+        check_finite(name, x, allow_neg_inf=allows_neg_inf(name))
     return x
 
 
@@ -100,9 +107,19 @@ def ppo_clip_objective(ratio, advantages, clip_eps=0.2, clip_eps_high=None):
     tensor([ 1.2000, -3.0000])
     """
     ratio = _float_tensor("ratio", ratio)
+    if bool((ratio < 0).any()):
+        raise ValueError(
+            f"ratio must be >= 0 (pi / pi_old, a ratio of probabilities), found {float(ratio[ratio < 0][0]):.6g}: "
+            "a log-ratio (logp - logp_old) passed instead of its exponential?"
+        )
     advantages = _float_tensor("advantages", advantages, like=ratio)
     check_broadcastable(ratio=ratio, advantages=advantages)
     low, high = _clip_range(clip_eps, clip_eps_high)
+    return _clip_surrogate(ratio, advantages, low, high)
+
+
+def _clip_surrogate(ratio, advantages, low, high):
+    """min(rho A, clip(rho, 1 - low, 1 + high) A) without checks (ppo_clip_loss's ratio may be inf by request)."""
     unclipped = ratio * advantages
     clipped = ratio.clamp(1.0 - low, 1.0 + high) * advantages
     return torch.minimum(unclipped, clipped)
@@ -125,13 +142,13 @@ def ppo_clip_loss(logp, logp_old, advantages, mask=None, clip_eps=0.2, clip_eps_
     low, high = _clip_range(clip_eps, clip_eps_high)
     log_ratio = _log_ratio(logp, logp_old, max_log_ratio)
     ratio = torch.exp(log_ratio)
-    loss = -_masked_mean(ppo_clip_objective(ratio, adv, low, high), m)
+    loss = -_masked_mean(_clip_surrogate(ratio, adv, low, high), m)
     if not return_stats:
         return loss
     with torch.no_grad():
         stats = {
             "clip_fraction": _masked_mean(_clipped_away(ratio, adv, low, high).to(logp.dtype), m),
-            "approx_kl": _masked_mean(kl_estimate(torch.zeros_like(log_ratio), log_ratio, "k3"), m),
+            "approx_kl": _masked_mean(_kl_from_log_ratio(-log_ratio, "k3"), m),
         }
     return loss, stats
 
@@ -168,6 +185,7 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     tensor(-0.7500)
     """
     check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
+    check_choice("estimator", estimator, KL_ESTIMATORS)
     beta = check_nonnegative("beta", beta)
     logp = _float_tensor("logp", logp)
     logp_old = _float_tensor("logp_old", logp_old, like=logp)
@@ -181,8 +199,8 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
     low, high = _clip_range(clip_eps, clip_eps_high)
     ratio = torch.exp(_log_ratio(logp, logp_old, max_log_ratio))
-    per_token = -ppo_clip_objective(ratio, adv, low, high)
-    kl = kl_estimate(_log_ratio(logp, logp_ref, max_log_ratio), torch.zeros_like(logp), estimator)
+    per_token = -_clip_surrogate(ratio, adv, low, high)
+    kl = _kl_from_log_ratio(_log_ratio(logp, logp_ref, max_log_ratio), estimator)
     if beta > 0:
         per_token = per_token + beta * kl
     per_token = torch.where(m > 0, per_token, torch.zeros_like(per_token))
@@ -191,7 +209,7 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     elif aggregation == "token_mean":
         loss = per_token.sum() / m.sum()
     else:
-        length = logp.shape[-1] if max_length is None else check_integer("max_length", max_length, minimum=1)
+        length = logp.shape[-1] if max_length is None else check_max_length(max_length, m)
         n_sequences = per_token.numel() // logp.shape[-1]
         loss = per_token.sum() / (n_sequences * length)
     if not return_stats:

@@ -36,8 +36,10 @@ def sequence_kl(policy, ref_model, input_ids, attention_mask, completion_mask, t
     logp = torch.log_softmax(policy(**kwargs).logits[:, :-1].float() / temperature, dim=-1)
     logq = torch.log_softmax(ref_model(**kwargs).logits[:, :-1].float() / temperature, dim=-1)
     p = logp.exp()
-    kl_tok = (p * (logp - logq)).sum(-1)  # position t-1 predicts token t
-    ent_tok = -(p * logp).sum(-1)
+    # p log p and p log(p/q) are 0 where p = 0: a -inf logit (a masked token) would otherwise give 0 * inf = NaN
+    zero = torch.zeros_like(p)
+    kl_tok = torch.where(p > 0, p * (logp - logq), zero).sum(-1)  # position t-1 predicts token t
+    ent_tok = -torch.where(p > 0, p * logp, zero).sum(-1)
     m = completion_mask[:, 1:].to(kl_tok.dtype)
     return (kl_tok * m).sum(-1), (ent_tok * m).sum(-1)
 

@@ -120,8 +120,8 @@ def train_grpo(
         ``rlhf_edu.train.rollouts.sampled_kl``, the same column in every online trainer),
         ``entropy`` (mean summed token entropy per completion, as ``evaluate_policy``), ``clip_fraction``
         (share of completion tokens whose ratio was clipped, mean over the updates), ``frac_zero_std_groups``
-        (share of groups whose rewards are all equal: they get zero advantage and teach nothing but the
-        KL), ``length`` (mean completion tokens), ``seconds``. With ``eval_prompts`` the rows of steps 0,
+        (share of groups whose rewards are all equal, ``rlhf_edu.torch.constant_groups``: the same decision
+        that gives them an advantage of exactly 0 in every dtype, so they teach nothing but the KL), ``length`` (mean completion tokens), ``seconds``. With ``eval_prompts`` the rows of steps 0,
         ``eval_every``, ... also hold ``eval_reward``, ``eval_gold_reward``, ``eval_kl`` (exact KL to
         ``ref_model``), ``eval_entropy``, ``eval_length``, measured BEFORE that step's update, and one last
         row (``step`` = ``steps``) holds the evaluation after training.
@@ -180,7 +180,7 @@ def train_grpo(
         # Lines 10-13: normalise within each group; every token of o_i gets A_i.
         groups = scores.view(-1, group_size)
         advantages = rt.group_normalized_advantages(groups, std=std).reshape(-1)
-        zero_std = (groups.amax(-1) == groups.amin(-1)).float().mean()
+        zero_std = rt.constant_groups(groups).float().mean()  # the same decision that zeroes their advantages
 
         # Lines 15-19: mu gradient steps on the GRPO objective (eq. 3) over the whole batch.
         losses, clipped = [], []

@@ -14,7 +14,9 @@ is a prospect-theory S-curve around :math:`z_0`,
 so a desirable completion is pushed above the reference point and an undesirable one below it. The paper
 estimates :math:`z_0` per batch from *mismatched* pairs: completion :math:`y_{i+1}` scored after prompt
 :math:`x_i`, :math:`\hat z_0 = \max\big(0, \frac{1}{B}\sum_i \log\frac{\pi_\theta(y_{i+1}\mid x_i)}{\pi_{ref}(y_{i+1}\mid x_i)}\big)`,
-computed without gradient (the reference point is a constant of the loss, not a target). The loss is
+computed without gradient (the reference point is a constant of the loss, not a target). A pair is
+never matched (``mismatched_indices``): a minibatch of one row, the tail of an epoch when
+``n % batch_size == 1``, pairs with the next example of the dataset instead of its own completion. The loss is
 ``rlhf_edu.torch.kto_loss``. Chapter 6 ("Direct alignment").
 """
 
@@ -32,10 +34,29 @@ from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps
 from rlhf_edu.train.rollouts import frozen_copy
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
-__all__ = ["KL_ESTIMATES", "train_kto"]
+__all__ = ["mismatched_indices", "KL_ESTIMATES", "train_kto"]
 
 #: How ``train_kto`` sets the reference point z0: the paper's mismatched-pair batch estimate, or 0.
 KL_ESTIMATES = ("mismatched", "zero")
+
+
+def mismatched_indices(idx, n: int) -> torch.Tensor:
+    """For the rows ``idx`` (dataset indices) of a minibatch, the completion index ``j_i != idx_i`` to pair
+    with prompt ``idx_i`` in KTO's z0 estimate (Ethayarajh et al., 2024, section 4.2: mismatched pairs).
+
+    The next row of the minibatch (a roll by one), as the paper; where that is the row's own example (a
+    minibatch of one, the tail of an epoch when ``n % batch_size == 1``, or a repeated index), the next
+    example of the whole dataset, ``(idx_i + 1) % n``, instead. So no prompt is ever scored with its own
+    completion, for any ``n >= 2`` and batch size. Raises ``ValueError`` for ``n < 2``.
+
+    >>> mismatched_indices(torch.tensor([4, 1, 7]), 8).tolist(), mismatched_indices(torch.tensor([7]), 8).tolist()
+    ([1, 7, 4], [0])
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 for mismatched pairs (a single example can only pair with itself), got {n}")
+    idx = torch.as_tensor(idx)
+    shifted = torch.roll(idx, -1)
+    return torch.where(shifted == idx, (idx + 1) % n, shifted)
 
 
 def train_kto(
@@ -160,10 +181,15 @@ def train_kto(
                                   logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size, lr=lr,
                                   n_examples=len(prompts), n_desirable=int(labels.sum()), seed=seed))
 
+    n = len(prompts)
+    if kl_estimate == "mismatched" and n < 2:
+        raise ValueError("kl_estimate='mismatched' needs at least 2 examples: with one, the only completion "
+                         "to pair a prompt with is its own (use kl_estimate='zero')")
+
     @torch.no_grad()
     def mismatched_kl(idx):
         # The paper's estimate of KL(pi || pi_ref): prompt x_i with the NEXT example's completion y_{i+1}.
-        shifted = torch.roll(idx, -1)
+        shifted = mismatched_indices(idx, n)
         pairs = prompt_completion_batch(tokenizer, [prompts[i] for i in idx.tolist()],
                                         [completions[j] for j in shifted.tolist()], device=device)
         was_training = policy.training
@@ -173,7 +199,6 @@ def train_kto(
         ref = sequence_logprobs(ref_model, pairs.input_ids, pairs.attention_mask, pairs.completion_mask, logp_reduction)
         return (logp - ref).mean()
 
-    n = len(prompts)
 
     def train_step(minibatch):
         epoch, idx = minibatch

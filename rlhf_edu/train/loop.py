@@ -8,7 +8,10 @@ lives here once:
   metrics as one history row with ``step`` and ``seconds``; every ``eval_every`` steps it first measures
   the policy (``eval_*`` columns, BEFORE that step's update) and after the last step once more (a final row
   with ``step`` = number of steps);
-- ``optimizer_step`` is the update: zero the gradients, backpropagate, clip the gradient norm, step.
+- ``optimizer_step`` is the update: zero the gradients, backpropagate, clip the gradient norm, step;
+  it refuses a non-finite loss or gradient BEFORE the parameters change, and ``run_steps`` turns that
+  into a ``NonFiniteLossError`` carrying the step number and the history so far, so a diverging run
+  stops with its weights intact instead of writing NaN into every parameter.
 """
 
 from __future__ import annotations
@@ -21,15 +24,51 @@ import torch
 from rlhf_edu.train.history import History
 from rlhf_edu.train.progress import progress_bar
 
-__all__ = ["run_steps", "optimizer_step"]
+__all__ = ["run_steps", "optimizer_step", "NonFiniteLossError", "check_finite_loss", "check_finite_grads"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or gradient became NaN or inf during training; no update was made with it.
+
+    Attributes: ``step`` (the step whose loss was not finite, or None outside ``run_steps``) and
+    ``history`` (the ``History`` of the steps before it, or None), so a run can be inspected or resumed.
+    """
+
+    def __init__(self, message: str, step: int | None = None, history=None):
+        super().__init__(message)
+        self.step, self.history = step, history
+
+
+def check_finite_loss(loss: torch.Tensor, what: str = "loss") -> None:
+    """Raise ``NonFiniteLossError`` if the scalar ``loss`` is NaN or inf (call it before ``backward``)."""
+    if not bool(torch.isfinite(loss.detach()).all()):
+        raise NonFiniteLossError(f"the {what} is {float(loss.detach().reshape(-1)[0])}: not updating the model "
+                                 "(a NaN/inf input, a log of 0, or a diverging run)")
+
+
+def check_finite_grads(parameters) -> None:
+    """Raise ``NonFiniteLossError`` (and drop the gradients) if any gradient holds NaN or inf (call it before
+    ``optimizer.step()``: a finite loss can still have an infinite gradient)."""
+    parameters = [p for p in parameters if p.grad is not None]
+    for p in parameters:
+        if not bool(torch.isfinite(p.grad).all()):
+            for q in parameters:
+                q.grad = None
+            raise NonFiniteLossError("a gradient is NaN or inf: not updating the model")
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float | None):
     """``zero_grad``, ``loss.backward()``, clip the global gradient norm to ``max_grad_norm`` (None: no clip),
     ``step``. ``parameters`` are the ones to clip (those of the optimiser).
+
+    Raises ``NonFiniteLossError`` before any parameter changes if the loss (checked before ``backward``)
+    or a gradient (checked before ``step``) is NaN or inf.
     """
+    parameters = list(parameters)
+    check_finite_loss(loss)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    check_finite_grads(parameters)
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     optimizer.step()
@@ -59,6 +98,9 @@ def run_steps(
         progress: show a progress bar (quiet off a terminal).
         postfix: metric names shown on the bar.
 
+    Raises ``NonFiniteLossError`` (with ``.step`` and ``.history``) when a step's loss or gradient is not
+    finite (``optimizer_step`` refused to update), naming the step.
+
     >>> h = run_steps(range(3), lambda b: {"loss": 1.0 / (b + 1)}, history=History("toy"), total=3,
     ...               description="toy", evaluate=lambda: {"eval_reward": 0.5}, eval_every=2, progress=False)
     >>> h["step"].tolist(), h["loss"].round(2).tolist()[:3], h["eval_reward"].tolist()
@@ -68,7 +110,13 @@ def run_steps(
     start, step = time.perf_counter(), 0
     for batch in batches:
         evaluation = evaluate() if evaluate is not None and step % eval_every == 0 else {}
-        metrics = train_step(batch)
+        try:
+            metrics = train_step(batch)
+        except NonFiniteLossError as exc:
+            bar.close()
+            raise NonFiniteLossError(f"{description}: stopped at step {step}: {exc} (the model holds the weights "
+                                     f"after step {step - 1}; error.history has the {len(history)} rows so far)",
+                                     step=step, history=history) from exc
         history.log(step=step, **metrics, seconds=time.perf_counter() - start, **evaluation)
         bar.update(1)
         bar.set_postfix({k: f"{float(metrics[k]):.3f}" for k in postfix if k in metrics})

@@ -65,7 +65,7 @@ from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import minibatches
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_finite_grads, check_finite_loss, run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
@@ -437,8 +437,10 @@ def train_ppo(
 
                 actor_opt.zero_grad(set_to_none=True)
                 critic_opt.zero_grad(set_to_none=True)
+                check_finite_loss(loss)  # a NaN/inf loss stops the run before any parameter moves
                 if loss.requires_grad:  # not when the actor is frozen and vf_coef is 0
                     loss.backward()
+                check_finite_grads(list(policy.parameters()) + list(critic.parameters()))
                 if max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
                     if not actor_frozen:

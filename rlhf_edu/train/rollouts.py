@@ -18,7 +18,7 @@ from rlhf_edu import torch as rt
 from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, resolve_device, set_seed, token_logprobs
 from rlhf_edu.train.prompts import check_prompts
 
-__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "frozen_copy", "collect_rollouts",
+__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy", "collect_rollouts",
            "sampled_kl"]
 
 
@@ -42,12 +42,41 @@ class ScoredRollout:
     gold_rewards: np.ndarray | None = None
 
 
-def as_reward_fn(reward, tokenizer=None):
+def check_rewards(scores, completions, prompts, source: str = "reward_fn") -> np.ndarray:
+    """``scores`` as a float64 ``(B,)`` array, after checking it is one finite number per completion.
+
+    Raises ``ValueError`` naming ``source``, the index, the prompt and the completion of the first bad
+    score (NaN, +-inf, or a value beyond float32, in which the trainers compute), or the shape, when it
+    is not ``(len(completions),)``. Called on every batch a trainer scores, before any update, so a
+    broken reward function never reaches the model.
+
+    >>> check_rewards([1.0, float("nan")], ["7", "8"], ["3+4=", "3+4="])
+    Traceback (most recent call last):
+    ...
+    ValueError: reward_fn returned nan for completion 1 (prompt '3+4=', completion '8'): rewards must be finite numbers, one per completion; the model was not updated
+    """
+    try:
+        out = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source} must return one number per completion, got {type(scores).__name__}") from exc
+    if out.shape != (len(completions),):
+        raise ValueError(f"{source} returned shape {out.shape}, expected ({len(completions)},): one number per "
+                         "completion, in the order of the completions")
+    bad = ~np.isfinite(out) | (np.abs(np.nan_to_num(out)) > np.finfo(np.float32).max)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{source} returned {float(out[i])} for completion {i} (prompt {prompts[i]!r}, completion "
+                         f"{completions[i]!r}): rewards must be finite numbers, one per completion; "
+                         "the model was not updated")
+    return out
+
+
+def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
 
     A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
-    gradient, on its own device. A plain callable is wrapped to return a float array and checked for
-    length.
+    gradient, on its own device. Both kinds are checked on every call (``check_rewards``): one finite
+    number per completion, else ``ValueError`` naming the prompt and completion.
     """
     if isinstance(reward, RewardModel):
         if tokenizer is None:
@@ -62,17 +91,14 @@ def as_reward_fn(reward, tokenizer=None):
             rm.eval()
             out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
             rm.train(was_training)
-            return out
+            return check_rewards(out, list(completions), list(prompts), f"the reward model ({name})")
 
         return score
     if not callable(reward):
-        raise TypeError(f"reward_fn must be callable or a RewardModel, got {type(reward).__name__}")
+        raise TypeError(f"{name} must be callable or a RewardModel, got {type(reward).__name__}")
 
     def call(completions, prompts):
-        out = np.asarray(reward(list(completions), list(prompts)), dtype=float)
-        if out.shape != (len(completions),):
-            raise ValueError(f"reward_fn returned shape {out.shape}, expected ({len(completions)},)")
-        return out
+        return check_rewards(reward(list(completions), list(prompts)), list(completions), list(prompts), name)
 
     return call
 
@@ -106,7 +132,8 @@ def collect_rollouts(
     ``reward_fn`` and ``gold_reward_fn`` are callables ``(completions, prompts) -> array`` (wrap a
     ``RewardModel`` with ``as_reward_fn`` first). ``logp_old`` is recomputed with a forward pass at the
     sampling temperature rather than taken from the sampler, so it matches what the loss recomputes
-    bit for bit (the ratio is exactly 1 before the first update).
+    bit for bit (the ratio is exactly 1 before the first update). Raises ``ValueError`` naming the prompt
+    and completion when a reward is not one finite number per completion (``check_rewards``).
     """
     rollout = generate(policy, tokenizer, list(prompts), max_new_tokens, temperature=temperature, top_k=top_k,
                        num_samples=num_samples, generator=generator)
@@ -121,9 +148,13 @@ def collect_rollouts(
     mask = rollout.completion_mask.to(logp_old.dtype)
     logp_old = logp_old * mask
     logp_ref = None if logp_ref is None else logp_ref * mask
-    scores = reward_fn(rollout.completions, rollout.prompts)
-    rewards = torch.as_tensor(np.asarray(scores, dtype=np.float32), device=device)
-    gold = None if gold_reward_fn is None else np.asarray(gold_reward_fn(rollout.completions, rollout.prompts), float)
+    # every reward is checked here, before any update: one finite number per completion
+    scores = check_rewards(reward_fn(rollout.completions, rollout.prompts), rollout.completions, rollout.prompts)
+    rewards = torch.as_tensor(scores.astype(np.float32), device=device)
+    gold = None
+    if gold_reward_fn is not None:
+        gold = check_rewards(gold_reward_fn(rollout.completions, rollout.prompts), rollout.completions,
+                             rollout.prompts, "gold_reward_fn")
     return ScoredRollout(rollout, rewards, logp_old, logp_ref, gold)
 
 
@@ -178,7 +209,7 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     if eval_prompts is not None:
         eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
     reward_fn = as_reward_fn(reward_fn, tokenizer)
-    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
+    gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer, "gold_reward_fn")
     set_seed(seed)
     device = resolve_device(device)
     policy.to(device)

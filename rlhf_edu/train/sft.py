@@ -18,7 +18,7 @@ import torch
 from rlhf_edu.lm import prompt_completion_batch, resolve_device, set_seed, token_logprobs
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step
+from rlhf_edu.train.loop import NonFiniteLossError, optimizer_step
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import check_choice, check_integer, check_positive
 
@@ -91,7 +91,11 @@ def train_sft(
             target[:, 1:] *= attn[:, :-1]
             target[:, 0] = 0
         loss = masked_nll(token_logprobs(model, ids, attn), target, loss_reduction)
-        optimizer_step(optimizer, loss, model.parameters(), max_grad_norm)
+        try:
+            optimizer_step(optimizer, loss, model.parameters(), max_grad_norm)
+        except NonFiniteLossError as exc:
+            bar.close()
+            raise NonFiniteLossError(f"sft: stopped at step {step}: {exc}", step=step, history=history) from exc
         if step % log_every == 0:  # logging every step would cost more than a tiny model's step
             history.log(step=step, epoch=epoch, loss=loss.detach(), tokens=target.sum(),
                         seconds=time.perf_counter() - start)

@@ -22,6 +22,7 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.numpy.mdp import TabularMDP, policy_evaluation, value_iteration
 from rlhf_edu.train.history import History
+from rlhf_edu.train.loop import check_finite_grads, check_finite_loss
 from rlhf_edu.validation import (
     check_in_range,
     check_integer,
@@ -281,8 +282,10 @@ def _tabular_ppo(mdp, start, iterations, B, T, lam, clip_eps, epochs, n_minibatc
                 v_loss = rt.value_loss(values[s[rows]], returns[rows], old_values=v_old[rows], clip=value_clip,
                                        mask=m)
                 loss = policy_loss - entropy_coef * entropy + kl_coef * kl_ref + value_coef * v_loss
+                check_finite_loss(loss, f"loss at iteration {iteration}")  # never write NaN into the logits
                 optimizer.zero_grad()
                 loss.backward()
+                check_finite_grads([logits, values])
                 optimizer.step()
 
         start_returns = rt.discounted_returns(rewards, mdp.gamma, dones=dones)[:, 0]

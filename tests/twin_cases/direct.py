@@ -16,6 +16,9 @@ _FOUR = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "re
 # margins of +-1e4 nats: the losses and gradients must stay finite in both dtypes
 _big = np.array([1e4, -1e4, 5e3, -5e3])
 _zeros = np.zeros(4)
+# log-probs must be <= 0: the margin cases shift all log-probs by -2e4 (exact in float32), margins unchanged
+_S = 2e4
+_bigc, _bigr, _refs = _big - _S, -_big - _S, _zeros - _S
 
 # a (3, 2) batch: any leading shape works
 _pc2, _pr2, _rc2, _rr2 = (-_rng.uniform(1.0, 10.0, size=(3, 2)) for _ in range(4))
@@ -38,13 +41,13 @@ CASES = {
         Case((_pc, _pr, _rc, _rr), {"beta": 0.5}, grad=_FOUR, id="beta0.5"),
         Case((_pc, _pr, _rc, _rr), {"beta": 0.3, "label_smoothing": 0.1}, grad=_FOUR, id="cdpo0.1"),
         Case((_pc, _pr, _rc, _rr), {"label_smoothing": 0.5}, grad=_FOUR, id="cdpo0.5"),
-        Case((_big, -_big, _zeros, _zeros), {"beta": 1.0}, grad=_FOUR, id="margin1e4"),
+        Case((_bigc, _bigr, _refs, _refs), {"beta": 1.0}, grad=_FOUR, id="margin1e4"),
         Case((_pc2, _pr2, _rc2, _rr2), {"beta": 0.2}, grad=_FOUR, id="2d"),
     ],
     "ipo_loss": [
         Case((_pc, _pr, _rc, _rr, 0.1), grad=_FOUR, id="beta0.1"),
         Case((_pc2, _pr2, _rc2, _rr2, 1.5), grad=_FOUR, id="2d-beta1.5"),
-        Case((_big, -_big, _zeros, _zeros, 1.0), grad=_FOUR, id="margin1e4"),
+        Case((_bigc, _bigr, _refs, _refs, 1.0), grad=_FOUR, id="margin1e4"),
     ],
     "gpo_loss": [
         Case((_rho, 0.8, f), grad=("rho",), id=f)
@@ -72,7 +75,7 @@ CASES = {
             id="per-example-kl-lambdas",
         ),
         Case((_pc, _rc, _desirable, -1.0, 0.1), grad=("policy_logps",), id="negative-kl-clamped"),
-        Case((_big, -_big, np.array([True, False, False, True]), 0.0, 1.0), grad=("policy_logps",), id="1e4"),
+        Case((_bigc, _bigr, np.array([True, False, False, True]), 0.0, 1.0), grad=("policy_logps",), id="1e4"),
     ],
     "simpo_loss": [
         Case(
@@ -85,7 +88,7 @@ CASES = {
             grad=("chosen_logps", "rejected_logps"),
             id="2d-broadcast-lengths",
         ),
-        Case((_big, -_big, np.ones(4), np.ones(4), 1.0, 1.0), grad=("chosen_logps",), id="margin1e4"),
+        Case((_bigc, _bigr, np.ones(4), np.ones(4), 1.0, 1.0), grad=("chosen_logps",), id="margin1e4"),
     ],
     "orpo_log_odds": [
         Case((_mean_w,), grad=("mean_logps",), id="moderate"),

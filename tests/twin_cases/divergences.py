@@ -19,6 +19,12 @@ _masked[:, [1, 4]] = -np.inf  # masked tokens: probability 0 under p
 CASES = {
     "kl_estimate": [
         Case((_logp, _logp_ref, est), grad=("logp", "logp_ref"), id=est) for est in ("k1", "k2", "k3")
+    ] + [
+        # tiny log-ratios: k3 ~ l^2 / 2 must keep its relative precision in float32 (no atol to hide behind)
+        Case((-np.array([1e-9, 1e-7, 1e-6, 3e-5, 1e-3, 0.4, 0.6]), np.zeros(7), "k3"), grad=("logp",),
+             id="k3-tiny", tol=(2e-6, 0.0)),
+        Case((np.zeros(5), -np.array([1e-9, 1e-6, 0.49, 0.51, 3.0]), "k3"), grad=("logp_ref",), id="k3-tiny-neg",
+             tol=(2e-6, 0.0)),
     ],
     "kl_divergence": [
         Case((_p, _q), grad=("p", "q"), id="sum"),
