@@ -46,12 +46,12 @@ test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest tests -x -q -m "not slow"
 
 ## The suite on the newest releases the ranges of pyproject.toml allow (not the lock), in .venv-latest:
-## drift seen here before users see it. Not part of CI.
+## drift seen here before users see it (torch stays at $(TORCH): an eager upgrade would fetch a CUDA build). Not part of CI.
 test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/pip install -q --upgrade pip $(PIP_QUIET)
 	.venv-latest/bin/pip install -q "$(TORCH)" $(PIP_QUIET)
-	.venv-latest/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" $(PIP_QUIET)
+	.venv-latest/bin/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$(TORCH)" $(PIP_QUIET)
 	.venv-latest/bin/pip list --format=freeze | grep -iE "^(torch|transformers|numpy|scipy|matplotlib|nbval|pytest|jupytext)=="
 	.venv-latest/bin/python -m pytest tests chapters $(NBVAL)
 

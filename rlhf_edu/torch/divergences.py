@@ -114,7 +114,7 @@ def _kl_from_log_ratio(log_ratio, estimator):
 def kl_estimate(logp, logp_ref, estimator="k1"):
     """Per-sample KL(p || p_ref) estimate from samples of p: k1, k2 or k3 (see the NumPy reference).
 
-    k3 is accurate in float32 for tiny log-ratios too (a Taylor series below |l| = 0.5). NaN or +inf
+    k3 is accurate in float32 for tiny log-ratios too (a Taylor series below ``|l| = 0.5``). NaN or +inf
     inputs raise ``ValueError``; -inf log-probs are allowed.
 
     >>> kl_estimate(torch.tensor([0.0]), torch.tensor([0.0]), "k3")
