@@ -177,19 +177,11 @@ WRONG_SOLUTIONS = {
 
 import math  # noqa: E402
 
-from rlhf_edu.exercises.checker import ExerciseResult, compare_outputs  # noqa: E402
+from rlhf_edu.exercises.checker import ExerciseResult, _not_done, compare_outputs  # noqa: E402
 
 __all__ += ["check_ranking_loss", "check_noisy_margin_prediction", "check_last_token_reward"]
 
 
-def _not_done(name, verbose):
-    message = (
-        f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
-        "`# YOUR CODE HERE` and `raise NotImplementedError()` with your solution and run the cell again."
-    )
-    if verbose:
-        print(message)
-    return ExerciseResult(name, False, 0, message)
 
 
 def _with_diagnosis(name, base_check, diagnose):

@@ -155,6 +155,7 @@ def make_checker(
 
 
 def _not_done(name, verbose) -> ExerciseResult:
+    """The result of a function that still raises NotImplementedError (the student edition's stub)."""
     message = (
         f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
         "`# YOUR CODE HERE` and `raise NotImplementedError()` with your solution and run the cell again."

@@ -165,7 +165,8 @@ WRONG_SOLUTIONS = {
 
 import math  # noqa: E402
 
-from rlhf_edu.exercises.bradley_terry import _not_done, _with_diagnosis  # noqa: E402
+from rlhf_edu.exercises.bradley_terry import _with_diagnosis  # noqa: E402
+from rlhf_edu.exercises.checker import _not_done  # noqa: E402
 from rlhf_edu.exercises.checker import ExerciseResult  # noqa: E402
 
 __all__ += ["check_k2_mean_prediction", "check_reverse_kl_estimate", "check_k3_std_gaussian", "check_sequence_kl"]

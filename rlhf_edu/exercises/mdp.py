@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf_edu.exercises.checker import ExerciseResult, make_checker
+from rlhf_edu.exercises.checker import ExerciseResult, _not_done, make_checker
 from rlhf_edu.numpy.advantages import discounted_returns
 from rlhf_edu.numpy.mdp import (
     TabularMDP,
@@ -174,14 +174,6 @@ check_q_iteration_sweep = make_checker(
 )
 
 
-def _not_done(name, verbose) -> ExerciseResult:
-    message = (
-        f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
-        "`# YOUR CODE HERE` and `raise NotImplementedError()` with your answer and run the cell again."
-    )
-    if verbose:
-        print(message)
-    return ExerciseResult(name, False, 0, message)
 
 
 def make_prediction_checker(name, question, truth, atol, diagnoses=()):

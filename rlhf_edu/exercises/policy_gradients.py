@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf_edu.exercises.checker import ExerciseResult, make_checker
+from rlhf_edu.exercises.checker import ExerciseResult, _not_done, make_checker
 from rlhf_edu.numpy.advantages import gae, whiten
 from rlhf_edu.numpy.policy_gradient import ppo_clip_objective, ppo_clip_objective_grad, reinforce_loss, value_loss
 
@@ -242,11 +242,7 @@ def check_clip_prediction(prediction, seed=0, verbose=True) -> ExerciseResult:
         try:
             prediction = prediction()
         except NotImplementedError:
-            message = (f"NOT DONE YET {name}: your function still raises NotImplementedError; replace the lines "
-                       "`# YOUR CODE HERE` and `raise NotImplementedError()` with your prediction and run the cell again.")
-            if verbose:
-                print(message)
-            return ExerciseResult(name, False, 0, message)
+            return _not_done(name, verbose)
     try:
         objectives, gradients = (np.asarray(x, dtype=float).reshape(len(_CLIP_SAMPLES)) for x in prediction)
     except (TypeError, ValueError):
