@@ -9,10 +9,9 @@ import torch
 
 from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, MAX_LOG_RATIO, advantages_per_sequence, check_max_length
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
+from rlhf_edu.torch.advantages import _float_tensor  # one conversion and NaN check for the torch tree
 from rlhf_edu.torch.divergences import _kl_from_log_ratio, kl_estimate
 from rlhf_edu.validation import (
-    allows_neg_inf,
-    check_finite,
     check_broadcastable,
     check_choice,
     check_in_range,
@@ -31,22 +30,6 @@ __all__ = [
     "grpo_loss",
     "kl_penalized_rewards",
 ]
-
-
-def _float_tensor(name, x, like=None, finite=True):
-    """``x`` as a floating tensor (on ``like``'s device and dtype when given); NaN and inf raise ``ValueError``
-    naming ``name`` (-inf is allowed for log-probs and logits; ``finite=False`` skips the check)."""
-    if like is not None:
-        x = torch.as_tensor(x, dtype=like.dtype, device=like.device)
-    else:
-        x = torch.as_tensor(x)
-        if not x.is_floating_point():
-            if x.dtype == torch.bool or x.dtype.is_complex:
-                raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
-            x = x.to(torch.get_default_dtype())
-    if finite:
-        check_finite(name, x, allow_neg_inf=allows_neg_inf(name))
-    return x
 
 
 def _advantages_per_token(advantages, logp):
