@@ -66,6 +66,21 @@ def test_first_step_uses_the_mismatched_kl_estimate_and_the_library_loss():
     assert hist.first("desirable_fraction") == pytest.approx(2 / 6)
 
 
+def test_batch_size_one_pairs_each_prompt_with_the_next_examples_completion():
+    """A minibatch of one has no other row: z0 comes from (x_i, y_{(i+1) mod n}), never the example's own pair."""
+    policy, ref = tiny(0), tiny(1)
+    prompts, comps, _ = columns()
+    n = len(prompts)
+    first = int(torch.randperm(n, generator=torch.Generator().manual_seed(0))[0])
+    j = (first + 1) % n
+    want = (logps(policy, [prompts[first]], [comps[j]]) - logps(ref, [prompts[first]], [comps[j]])).mean()
+    own = (logps(policy, [prompts[first]], [comps[first]]) - logps(ref, [prompts[first]], [comps[first]])).mean()
+    _, hist = train_kto(policy, TOK, EXAMPLES, ref_model=ref, sft_weight=0.0, epochs=1, batch_size=1, **QUIET)
+    assert len(hist["loss"]) == n
+    assert hist.first("kl_reference") == pytest.approx(want.item(), rel=1e-4, abs=1e-5)
+    assert abs(want.item() - own.item()) > 1e-3  # the test can tell the two pairings apart
+
+
 def test_at_the_reference_the_loss_is_half_lambda():
     """pi = pi_ref: r = 0 and the KL estimate is 0, so every example's loss is lambda_y * sigma(0)."""
     _, hist = train_kto(tiny(), TOK, EXAMPLES, lambda_d=2.0, lambda_u=1.0, sft_weight=0.0, epochs=1, batch_size=6,
@@ -122,7 +137,7 @@ def test_a_batch_with_one_kind_only_logs_nan_for_the_other():
         (dict(lambda_d=-1.0), "lambda_d"),
         (dict(lambda_u=-0.1), "lambda_u"),
         (dict(kl_estimate="exact"), "kl_estimate"),
-        (dict(batch_size=1), "batch_size"),
+        (dict(batch_size=0), "batch_size"),
         (dict(sft_weight=-1.0), "sft_weight"),
     ],
 )

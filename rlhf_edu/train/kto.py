@@ -126,7 +126,8 @@ def train_kto(
         lambda_d, lambda_u: :math:`\lambda_D, \lambda_U \ge 0`, weights of desirable and undesirable
             examples; ``lambda_d=None`` balances them by the paper's rule (above).
         sft_weight: weight of the desirable completions' per-token NLL (default 1.0; 0: the paper's loss).
-        kl_estimate: ``"mismatched"`` (the paper's batch estimate; needs ``batch_size >= 2``) or ``"zero"``.
+        kl_estimate: ``"mismatched"`` (the paper's batch estimate; any ``batch_size``: a minibatch of
+            one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
         epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
@@ -156,9 +157,6 @@ def train_kto(
     check_choice("logp_reduction", logp_reduction, REDUCTIONS)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    if kl_estimate == "mismatched" and batch_size < 2:
-        raise ValueError("batch_size must be >= 2 with kl_estimate='mismatched' "
-                         "(a batch of one has no mismatched pair)")
     lr = check_positive("lr", lr)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, completions, labels = binary_feedback_records(examples)
