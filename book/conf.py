@@ -174,6 +174,18 @@ CHAPTER_QUESTIONS = {
     "exactly when the whole model is known?",
     "04": "With only samples and no model, how does a policy improve itself, and why do baselines, GAE and "
     "PPO's clipped objective make that stable, from a grid world to a tiny language model?",
+    "00": "What are the steps from a pretrained model to an aligned one, and what does each step change, "
+    "shown end to end on a model small enough to train in a minute?",
+    "05": "How do GRPO and RLOO drop PPO's critic, and what do the 2025-26 variants (DAPO, Dr. GRPO, GSPO, "
+    "CISPO) change in one line each?",
+    "06": "Why does the KL-regularised RLHF objective have a closed-form optimum, and how does that turn "
+    "preference learning into the DPO classification loss?",
+    "07": "What do IPO, KTO, SimPO, ORPO, SLiC and GPO change in DPO's loss, and what does each change buy?",
+    "08": "How far does sampling n answers and keeping the best go, what does it cost in KL, and how do ReST "
+    "and rejection-sampling fine-tuning turn it into training?",
+    "09": "Why does optimising a learned reward too hard make the true objective worse, and what slows it down?",
+    "A1": "What is inside the policy network: where do a LLaMA model's parameters live, and what do RMSNorm, "
+    "SwiGLU, grouped-query attention and a mixture-of-experts router compute?",
 }
 
 

@@ -262,6 +262,7 @@ NAN_NO_FLOAT_INPUT = {
     ("preferences", "ranking_to_pairs"): "takes a ranking of item indices (integers) only",
     ("mdp", "GridLayout"): "a layout of cells and names (integers and strings), no numbers to compute with",
     ("sampling", "best_of_n_kl_bound"): "takes the integer n only (checked by check_integer)",
+    ("anatomy", "llama_parameter_count"): "takes integer sizes and flags only (checked by check_integer)",
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from rlhf_edu.numpy import anatomy
 from rlhf_edu.validation import check_choice, check_in_range, check_integer
 
 __all__ = [
@@ -198,27 +199,8 @@ _LLAMA_FIELDS = (
 
 
 def llama_parameter_count(config=None, *, breakdown=False, **fields):
-    r"""Parameter count of a Llama model, computed from its config with the lecture notes' formula.
-
-    With vocabulary :math:`V`, width :math:`D`, :math:`L` layers, :math:`H` query heads and :math:`H_{kv}`
-    key/value heads of dimension :math:`d_h` (default :math:`D/H`), and MLP width :math:`F`:
-
-    .. math::
-
-        N = \underbrace{VD}_{\text{embedding}}
-          + L\Big[\underbrace{D\,d_h (2H + 2H_{kv})}_{W_Q,W_K,W_V,W_O}
-                 + \underbrace{3DF}_{\text{SwiGLU: gate, up, down}}
-                 + \underbrace{2D}_{\text{two RMSNorm } \gamma}\Big]
-          + \underbrace{D}_{\text{final RMSNorm}}
-          + \underbrace{VD}_{\text{output projection (untied)}}
-
-    plus the biases when the config asks for them (``attention_bias``: :math:`d_h(H + 2H_{kv}) + D` per
-    layer; ``mlp_bias``: :math:`2F + D` per layer). With :math:`H_{kv} = H` and :math:`d_h H = D` the
-    attention term is the notes' :math:`4D^2`. A tied output projection (``tie_word_embeddings``) adds
-    nothing.
-
-    Two slips of the notes, fixed here: LLaMA's MLP projections have **no** bias term (the notes say
-    "each has a bias term"; ``mlp_bias=False`` in the config), and the output layer has no bias either.
+    r"""Parameter count of a Llama model read from its config: ``rlhf_edu.numpy.anatomy.llama_parameter_count``
+    (the formula, part by part, with the notes' slips named; appendix A1) applied to the config's sizes.
 
     Args:
         config: a ``transformers.LlamaConfig`` (or any object with the fields below); or ``None`` and the
@@ -229,9 +211,7 @@ def llama_parameter_count(config=None, *, breakdown=False, **fields):
         breakdown: return a dict of the parts (``embedding``, ``attention``, ``mlp``, ``norms``,
             ``lm_head``, ``per_layer``, ``total``) instead of the total.
 
-    Source: the lecture notes ("Building LLMs", LLaMA-2 13B); Touvron et al., "Llama 2", 2023.
-    Used in the LLM primer of the book (what a 13B model is made of) and checked against
-    ``count_parameters`` of real ``LlamaForCausalLM`` modules in the tests.
+    Checked against ``count_parameters`` of real ``LlamaForCausalLM`` modules in the tests.
 
     >>> llama_parameter_count(vocab_size=32000, hidden_size=5120, num_hidden_layers=40,
     ...                       num_attention_heads=40, intermediate_size=13824)
@@ -249,36 +229,12 @@ def llama_parameter_count(config=None, *, breakdown=False, **fields):
         if name not in values:
             raise ValueError(f"llama_parameter_count needs {name} (from config or as a keyword)")
         check_integer(name, values[name], minimum=1)
-    V, D, L = values["vocab_size"], values["hidden_size"], values["num_hidden_layers"]
-    H, F = values["num_attention_heads"], values["intermediate_size"]
-    H_kv = check_integer("num_key_value_heads", values.get("num_key_value_heads", H), minimum=1)
-    if "head_dim" in values:
-        d_h = check_integer("head_dim", values["head_dim"], minimum=1)
-    else:
-        if D % H:
-            raise ValueError(f"hidden_size must be divisible by num_attention_heads, got {D} and {H}")
-        d_h = D // H
-    tied = bool(values.get("tie_word_embeddings", False))
-
-    attention = D * d_h * H + 2 * D * d_h * H_kv + d_h * H * D  # W_Q, W_K and W_V, W_O
-    if values.get("attention_bias", False):
-        attention += d_h * H + 2 * d_h * H_kv + D
-    mlp = 3 * D * F  # gate (W_1), up (W_2), down (W_3)
-    if values.get("mlp_bias", False):
-        mlp += 2 * F + D
-    norms = 2 * D  # input and post-attention RMSNorm: one gamma each
-    per_layer = attention + mlp + norms
-    parts = {
-        "embedding": V * D,
-        "attention": L * attention,
-        "mlp": L * mlp,
-        "norms": L * norms + D,  # plus the final RMSNorm
-        "lm_head": 0 if tied else V * D,
-        "per_layer": per_layer,
-    }
-    total = parts["embedding"] + parts["attention"] + parts["mlp"] + parts["norms"] + parts["lm_head"]
-    parts["total"] = total
-    return parts if breakdown else total
+    return anatomy.llama_parameter_count(
+        values["vocab_size"], values["hidden_size"], values["num_hidden_layers"], values["intermediate_size"],
+        values["num_attention_heads"], values.get("num_key_value_heads", values["num_attention_heads"]),
+        bool(values.get("tie_word_embeddings", False)), breakdown, head_dim=values.get("head_dim"),
+        attention_bias=bool(values.get("attention_bias", False)), mlp_bias=bool(values.get("mlp_bias", False)),
+    )
 
 
 def llama2_13b_config():

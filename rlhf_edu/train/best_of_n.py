@@ -151,11 +151,12 @@ def best_of_n_curve(
     .. math:: \widehat{R}_n = \sum_j w_j\, r_j, \qquad \widehat{G}_n = \sum_j w_j\, g_j, \qquad
               \widehat{\mathrm{KL}}_n = \sum_j w_j \log(M w_j),
 
-    averaged over the prompts. Using every n-subset of the pool, these have far less variance than
-    keeping the best of disjoint groups of n. :math:`\widehat{\mathrm{KL}}_n` never exceeds
-    ``best_of_n_kl_bound(n)`` = :math:`\log n - (n-1)/n` (Beirami et al. 2024: the bound is reached only
-    when every completion is distinct with a distinct reward), nor :math:`\log M`: keep M well above the
-    largest n (4 n or more) or the estimate saturates.
+    averaged over the prompts. Averaging over every n-tuple drawn from the pool, these have far less variance
+    than keeping the best of disjoint groups of n. :math:`\widehat{\mathrm{KL}}_n` never exceeds
+    ``best_of_n_kl_bound(n)`` = :math:`\log n - (n-1)/n` (Beirami et al. 2024: for a discrete distribution
+    and n >= 2 the bound is never reached; it is approached when every completion is distinct with a distinct
+    reward and M is much larger than n), nor :math:`\log M`: keep M well above the largest n (4 n or more) or
+    the estimate saturates.
 
     Returns a dict of ``(len(ns),)`` arrays: ``n``, ``reward``, ``gold_reward`` (NaN without
     ``gold_reward_fn``), ``kl`` (the plug-in estimate, nats), ``kl_bound``, plus ``samples`` (the
