@@ -77,3 +77,13 @@ def test_chapter_checker_accepts_right_and_rejects_wrong(name):
     check = getattr(ex, name)
     assert check(right, verbose=False), f"{name} rejected the reference solution"
     assert not check(wrong, verbose=False), f"{name} accepted a wrong solution"
+
+
+@pytest.mark.parametrize("name", CHAPTER_CHECKERS)
+def test_chapter_checker_reports_the_student_stub_as_not_done(name, capsys):
+    # the student edition replaces each solution by a stub that raises NotImplementedError
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    result = getattr(ex, name)(stub)
+    assert not result and capsys.readouterr().out.startswith("NOT DONE YET")
