@@ -60,7 +60,7 @@ test-latest:
 lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install -q pip-tools $(PIP_QUIET)
-	.venv-lock/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --unsafe-package torch -c requirements/torch-cpu.txt \
+	.venv-lock/bin/pip-compile --quiet --upgrade --extra dev --extra trl --strip-extras --unsafe-package torch -c requirements/torch-cpu.txt \
 	    --no-emit-find-links --no-emit-index-url --no-emit-trusted-host -o $(LOCK) pyproject.toml
 
 ## Chapter sources are MyST Markdown (chapters/NN_topic.md) paired with the stored, executed notebooks by

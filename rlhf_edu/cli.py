@@ -3,6 +3,9 @@
 - ``rlhf-edu demo``: the book's end-to-end run on the default tiny model (SFT -> reward model -> PPO, and
   DPO and GRPO from the same SFT model); figures, a metrics file and a table in the output folder.
 - ``rlhf-edu figures``: every slide figure of the book into ``figures/``.
+- ``rlhf-edu train METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options]``: a trainer of the
+  book on your own model and records (``rlhf_edu.train.launcher``); ``rlhf-edu train METHOD --help`` lists
+  the method's options, read from its trainer's signature and docstring.
 """
 
 from __future__ import annotations
@@ -11,7 +14,37 @@ import argparse
 import sys
 
 
+def train_command(argv) -> int:
+    """``rlhf-edu train METHOD ...``: the method's options parsed by ``transformers.HfArgumentParser``."""
+    from transformers import HfArgumentParser
+
+    from rlhf_edu.train.launcher import METHODS, method_options, train_from_files
+
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in METHODS:
+        print(f"usage: rlhf-edu train METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options]\n"
+              f"METHOD: one of {', '.join(METHODS)}; `rlhf-edu train METHOD --help` lists its options")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    method = argv[0]
+    parser = HfArgumentParser(method_options(method), prog=f"rlhf-edu train {method}")
+    run = parser.add_argument_group("the run")
+    run.add_argument("--model", required=True, help="folder of the model and tokenizer (from_pretrained)")
+    run.add_argument("--data", required=True, help="JSONL records (see rlhf_edu.train.launcher)")
+    run.add_argument("--steps", type=int, default=None, help="training steps (offline methods: minibatches)")
+    run.add_argument("--out", default=f"runs/train_{method}", help="output folder")
+    run.add_argument("--reward", default=None, help="reward-model folder or module:function (online methods)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    parsed = vars(parser.parse_args(argv[1:]))  # unknown options: argparse's usage error
+    launch = {k: parsed.pop(k) for k in ("model", "data", "steps", "out", "reward", "quiet")}
+    trainer_options = parsed  # exactly the fields of method_options(method)
+    train_from_files(method, launch["model"], launch["data"], out=launch["out"], steps=launch["steps"],
+                     reward=launch["reward"], options=trainer_options, progress=not launch["quiet"])
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        return train_command(argv[1:])
     parser = argparse.ArgumentParser(prog="rlhf-edu", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -26,6 +59,7 @@ def main(argv=None) -> int:
     figures = sub.add_parser("figures", help="build the slide figures into a folder")
     figures.add_argument("--out", default="figures")
     figures.add_argument("--only", nargs="*", help="figure names (default: all)")
+    sub.add_parser("train", help="a trainer of the book on your model and JSONL records (train METHOD --help)")
 
     args = parser.parse_args(argv)
     if args.command == "figures":

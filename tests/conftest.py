@@ -29,3 +29,13 @@ def tokenizer():
     from rlhf_edu.lm import char_tokenizer
 
     return char_tokenizer()
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models run fastest that way, and do not fight the other test
+    processes for the cores. Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

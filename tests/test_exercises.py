@@ -70,13 +70,17 @@ def test_every_chapter_checker_has_a_wrong_solution_registered():
 
 
 @pytest.mark.parametrize("name", CHAPTER_CHECKERS)
-def test_chapter_checker_accepts_right_and_rejects_wrong(name):
+def test_chapter_checker_accepts_right_and_rejects_wrong(name, capsys):
     from rlhf_edu.exercises import solutions_for_tests
 
     right, wrong = solutions_for_tests()[name]
     check = getattr(ex, name)
-    assert check(right, verbose=False), f"{name} rejected the reference solution"
-    assert not check(wrong, verbose=False), f"{name} accepted a wrong solution"
+    assert check(right), f"{name} rejected the reference solution"
+    assert capsys.readouterr().out.startswith("PASS")
+    assert not check(wrong), f"{name} accepted a wrong solution"
+    out = capsys.readouterr().out
+    # FAIL, then at least the failing input and what was wrong with it (each checker words it its own way)
+    assert out.startswith("FAIL") and len(out.strip().splitlines()) >= 2, out
 
 
 @pytest.mark.parametrize("name", CHAPTER_CHECKERS)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["ExerciseResult", "make_checker", "compare_outputs"]
+__all__ = ["ExerciseResult", "make_checker", "compare_outputs", "prediction_result"]
 
 
 @dataclasses.dataclass
@@ -163,6 +163,21 @@ def _not_done(name, verbose) -> ExerciseResult:
     if verbose:
         print(message)
     return ExerciseResult(name, False, 0, message)
+
+
+def prediction_result(name, n, verbose, miss=None) -> ExerciseResult:
+    """The result of a predict-then-run checker: PASS after ``n`` matching numbers, or, with ``miss`` =
+    ``(where, your prediction, the run's value, the likely misconception)``, FAIL at the first number missed."""
+    if miss is None:
+        passed, message = True, f"PASS {name}: all {n} numbers match the run"
+    else:
+        where, got, want, why = miss
+        passed = False
+        message = "\n".join([f"FAIL {name} after {n} correct numbers: {where}", f"  your prediction: {got:.4g}",
+                             f"  the run gives:   {want:.4g}", f"  likely misconception: {why}"])
+    if verbose:
+        print(message)
+    return ExerciseResult(name, passed, n, message)
 
 
 def _fail(name, n, label, args, kwargs, why, expected, got, hint, verbose) -> ExerciseResult:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlhf_edu.exercises.checker import ExerciseResult, _not_done, make_checker
+from rlhf_edu.exercises.checker import ExerciseResult, _not_done, make_checker, prediction_result
 from rlhf_edu.numpy.advantages import gae, whiten
 from rlhf_edu.numpy.policy_gradient import ppo_clip_objective, ppo_clip_objective_grad, reinforce_loss, value_loss
 
@@ -253,21 +253,10 @@ def check_clip_prediction(prediction, seed=0, verbose=True) -> ExerciseResult:
         for i, (got, want) in enumerate(zip(got_all, want_all)):
             if abs(got - want) > 1e-3:
                 ratio, adv = _CLIP_SAMPLES[i]
-                message = "\n".join([
-                    f"FAIL {name} after {n} correct numbers: the {what} of sample {i} (ratio {ratio:g}, A = {adv:g}, "
-                    f"eps = {_CLIP_EPS:g})",
-                    f"  your prediction: {got:.4g}",
-                    f"  the run gives:   {float(want):.4g}",
-                    f"  likely misconception: {_clip_why(i, what, got, float(want))}",
-                ])
-                if verbose:
-                    print(message)
-                return ExerciseResult(name, False, n, message)
+                where = f"the {what} of sample {i} (ratio {ratio:g}, A = {adv:g}, eps = {_CLIP_EPS:g})"
+                return prediction_result(name, n, verbose, (where, got, float(want), _clip_why(i, what, got, float(want))))
             n += 1
-    message = f"PASS {name}: all {n} numbers match the run"
-    if verbose:
-        print(message)
-    return ExerciseResult(name, True, n, message)
+    return prediction_result(name, n, verbose)
 
 
 def masked_whiten_reference(advantages, mask):

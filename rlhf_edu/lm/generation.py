@@ -14,6 +14,7 @@ key/value cache so each step costs one token of compute instead of the whole pre
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from rlhf_edu.lm.batching import _require_pad, encode_prompts, left_pad, positio
 from rlhf_edu.lm.models import context_length
 from rlhf_edu.validation import check_integer, check_nonnegative
 
-__all__ = ["Rollout", "cache_keyword", "generate"]
+__all__ = ["Rollout", "cache_keyword", "decode_completions", "generate"]
 
 
 @dataclass
@@ -94,6 +95,46 @@ def cache_keyword(model):
     raise TypeError(f"{type(model).__name__}.forward takes neither `cache` nor `past_key_values`: it has no KV cache")
 
 
+def _recurrent_only(cache):
+    """True for the cache of a pure state-space model (Mamba, Mamba2, FalconMamba): every layer keeps a
+    recurrent state and no keys or values, so the model attends to nothing."""
+    layers = getattr(cache, "is_linear", None)  # one flag per layer (transformers >= 5)
+    return isinstance(layers, (list, tuple)) and len(layers) > 0 and all(layers)
+
+
+def decode_completions(tokenizer, prompt_ids, completion_ids):
+    r"""The text each completion adds to its prompt: ``decode(prompt + completion)[len(decode(prompt)):]``.
+
+    Decoding the completion's tokens on their own is wrong for SentencePiece-style tokenizers (Llama,
+    Mistral, Gemma; the ``tokenizers`` library's ``Metaspace``), whose decoder drops the word-start marker
+    ``"▁"`` of a text's FIRST token: ``" film"`` after ``"review: the"`` would decode as ``"film"``, and
+    ``prompt + completion`` would no longer be the decoded row. Decoded in context, ``decode(prompt) +
+    completion == decode(prompt + completion)`` for every tokenizer (special tokens skipped). In the rare
+    case where the decoded prompt is not a prefix of the decoded row (a byte-level tokenizer whose prompt
+    ends inside a multi-byte character), the completion starts where the two texts part.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        prompt_ids, completion_ids: lists (one entry per row) of token-id lists, without padding.
+
+    Returns: a list of strings. Used by ``generate`` for ``Rollout.completions``, which every online
+    trainer, best-of-N and the evaluation score.
+
+    >>> from rlhf_edu.lm import char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> decode_completions(tok, [tok("review: the")["input_ids"]], [tok(" film.")["input_ids"] + [2]])
+    [' film.']
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"prompt_ids and completion_ids must have one entry per row, got {len(prompt_ids)} "
+                         f"and {len(completion_ids)}")
+    prompt_ids = [list(p) for p in prompt_ids]
+    prefixes = tokenizer.batch_decode(prompt_ids, skip_special_tokens=True)
+    rows = tokenizer.batch_decode([p + list(c) for p, c in zip(prompt_ids, completion_ids)], skip_special_tokens=True)
+    # os.path.commonprefix is the prefix itself whenever the decoded prompt starts the decoded row.
+    return [row[len(os.path.commonprefix([prefix, row])):] for prefix, row in zip(prefixes, rows)]
+
+
 def _model_device(model):
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
@@ -163,7 +204,11 @@ def generate(
 
     ``use_cache=True`` feeds only the newest token each step, with the model's cache (the ``cache``
     argument of transformers >= 5.24, ``past_key_values`` before; see ``cache_keyword``); ``use_cache=False``
-    recomputes the whole prefix each step (slower, same tokens for the same seed). Runs under
+    recomputes the whole prefix each step (slower, same tokens for the same seed). A state-space model
+    (Mamba: its cache is recurrent states only) gets no attention mask in those one-token steps, as in
+    transformers' own ``generate``: Mamba multiplies its input by the mask, and the whole row's mask would
+    broadcast the one new token to the full width. ``completions`` are decoded in context
+    (``decode_completions``), so ``prompt + completion`` is the decoded row with any tokenizer. Runs under
     ``torch.no_grad()`` and in eval mode (the model's train/eval mode is restored afterwards), on the
     model's device.
 
@@ -235,22 +280,25 @@ def generate(
     try:
         with torch.no_grad():
             finished = torch.zeros(B, dtype=torch.bool, device=device)
-            new_logprobs, past = [], None
+            new_logprobs, past, attends = [], None, True
             cache_name = cache_keyword(model) if use_cache else None
             for _ in range(max_new_tokens):
                 positions = position_ids_from_mask(mask)
                 if use_cache and past is not None:
+                    # Attention needs the mask of the whole row; a state-space model none (see above).
+                    step_mask = {"attention_mask": mask} if attends else {}
                     out = model(
                         input_ids=ids[:, -1:],
-                        attention_mask=mask,
                         position_ids=positions[:, -1:],
                         use_cache=True,
+                        **step_mask,
                         **{cache_name: past},
                     )
                 else:
                     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
                 if use_cache:
                     past = out[cache_name]
+                    attends = not _recurrent_only(past)
                 token, logprob = _sample_next(out.logits[:, -1, :], temperature, top_k, generator)
                 # Rows that already stopped get padding, invisible to attention.
                 token = torch.where(finished, torch.full_like(token, pad), token)
@@ -269,10 +317,9 @@ def generate(
     completion_mask[:, :P] = 0
     logprobs = torch.zeros(ids.shape, dtype=new_logprobs[0].dtype, device=device)
     logprobs[:, P:] = torch.stack(new_logprobs, dim=1)
-    completions = [
-        tokenizer.decode(row[m.bool()].tolist(), skip_special_tokens=True)
-        for row, m in zip(ids[:, P:].cpu(), completion_mask[:, P:].cpu())
-    ]
+    completions = decode_completions(
+        tokenizer, rows, [row[m.bool()].tolist() for row, m in zip(ids[:, P:].cpu(), completion_mask[:, P:].cpu())]
+    )
     return Rollout(
         input_ids=ids,
         attention_mask=mask,

@@ -43,12 +43,29 @@ def last_token_index(attention_mask):
 
 
 def _hidden_size(backbone):
+    """The width of the last hidden state ``backbone`` returns: the input width of the head.
+
+    Not ``config.hidden_size``: OPT models shaped like opt-350m project their last hidden state from
+    ``hidden_size`` (1024) to ``word_embed_proj_dim`` (512) before returning it. A causal LM's output
+    projection reads exactly that state, so its input width is the answer; a base model (no output
+    projection) returns its states in the width of its token embeddings (OPT's ``project_in`` /
+    ``project_out`` pair included); the config's width is the last resort.
+    """
     config = getattr(backbone, "config", None)
     if config is None:
         raise TypeError(f"backbone must be a Hugging Face model with a .config, got {type(backbone).__name__}")
+    for getter in ("get_output_embeddings", "get_input_embeddings"):
+        try:
+            layer = getattr(backbone, getter)()
+        except (AttributeError, NotImplementedError):
+            continue
+        if isinstance(layer, nn.Linear):
+            return layer.in_features
+        if isinstance(layer, nn.Embedding):
+            return layer.embedding_dim
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
-    for name in ("hidden_size", "n_embd", "d_model"):
+    for name in ("word_embed_proj_dim", "hidden_size", "n_embd", "d_model"):
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
@@ -106,22 +123,29 @@ class _ScalarHead(nn.Module):
             output_hidden_states=True,
             use_cache=False,
         )
-        return out.hidden_states[-1]
+        hidden = out.hidden_states[-1]
+        if hidden.shape[-1] != self.head.in_features:
+            raise ValueError(
+                f"{type(self.backbone).__name__} returns hidden states of width {hidden.shape[-1]} but the head "
+                f"reads {self.head.in_features}: build the head on the backbone it will run on"
+            )
+        return hidden
 
 
 class RewardModel(_ScalarHead):
     r"""Reward model :math:`r_\phi(x, y) = w^\top h_L(\text{last real token}) + b`: a scalar per sequence.
 
     Wraps ``backbone`` (shared, not copied; use ``from_pretrained_lm`` for a copy) and adds
-    ``head = nn.Linear(hidden_size, 1)`` with weights drawn from :math:`\mathcal N(0, \text{init\_std}^2)`
-    (default :math:`1/\sqrt{d+1}`, as in Ziegler et al. 2019) and bias 0. ``forward(input_ids,
-    attention_mask)`` returns ``(B,)``: the head applied to the last layer's hidden state at each row's
-    last real token, so left and right padding give the same reward. Trained with the Bradley-Terry loss
-    in chapter 1; scores rollouts in chapters 4, 5 and 8.
+    ``head = nn.Linear(d, 1)``, :math:`d` the width of the hidden state the backbone returns (not always
+    ``config.hidden_size``: opt-350m returns 512 of its 1024), with weights drawn from
+    :math:`\mathcal N(0, \text{init\_std}^2)` (default :math:`1/\sqrt{d+1}`, as in Ziegler et al. 2019) and
+    bias 0. ``forward(input_ids, attention_mask)`` returns ``(B,)``: the head applied to the last layer's
+    hidden state at each row's last real token, so left and right padding give the same reward. Trained
+    with the Bradley-Terry loss in chapter 1; scores rollouts in chapters 4, 5 and 8.
 
     Args:
         backbone: any Hugging Face causal LM or base model.
-        init_std: std of the head's initial weights (default ``1/sqrt(hidden_size + 1)``).
+        init_std: std of the head's initial weights (default ``1/sqrt(d + 1)``).
         seed: seed of the head's initialisation (``None``: torch's global stream).
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm

@@ -18,6 +18,7 @@ MODULES = (
     "direct",
     "optimal",
     "sampling",
+    "overoptimization",
     "anatomy",
 )
 

@@ -37,6 +37,10 @@ __all__ = [
 #: Valid ``std`` choices of :func:`group_normalized_advantages` (None = Dr. GRPO, mean only).
 GROUP_STDS = ("population", "sample", None)
 
+#: Valid ``scale`` choices of :func:`group_normalized_advantages`: the std of each group (GRPO) or of the whole
+#: batch of group-centred rewards (REINFORCE++ with baseline; Lite PPO).
+GROUP_SCALES = ("group", "batch")
+
 
 def check_last_value(last_value, batch_shape):
     """Raise ``ValueError`` unless ``last_value`` (a scalar or one value per row) broadcasts to ``batch_shape``.
@@ -253,7 +257,7 @@ def _constant_groups(rewards):
     return (hi - lo) <= 4 * np.finfo(rewards.dtype).eps * scale
 
 
-def group_normalized_advantages(rewards, std="population", eps=1e-6):
+def group_normalized_advantages(rewards, std="population", eps=1e-6, scale="group"):
     r"""GRPO's group-relative advantage (Shao et al., 2024, DeepSeekMath, eq. 3): one value per sample.
 
     .. math:: A_i = \frac{r_i - \mathrm{mean}(r_1..r_G)}{\mathrm{std}(r_1..r_G) + \epsilon}
@@ -269,12 +273,24 @@ def group_normalized_advantages(rewards, std="population", eps=1e-6):
     - ``None``: no division, :math:`A_i = r_i - \mu` (Dr. GRPO, Liu et al., 2025: dividing by the std
       up-weights prompts that are nearly always or nearly never solved).
 
+    ``scale`` chooses over what the std is taken (the mean is always the group's):
+
+    - ``"group"`` (the default, GRPO): each group's own std, as above;
+    - ``"batch"``: one std for the whole batch (every axis), of the group-centred rewards
+      :math:`\tilde r_{q,i} = r_{q,i} - \mu_q`, :math:`A_{q,i} = \tilde r_{q,i} / (\mathrm{std}_{q,i}(\tilde r)
+      + \epsilon)`: REINFORCE++ with baseline (Hu et al., 2025) and the "group mean, batch std" of Lite
+      PPO (Liu et al., 2025, "Tricks or traps?"). Every group keeps its sign and its relative sizes, but
+      a group of nearly equal rewards is no longer blown up to unit spread. (TRL's
+      ``scale_rewards="batch"`` divides by the std of the raw rewards instead, which also counts the
+      spread between prompts.) ``std`` still picks the population or the Bessel std (over all N
+      samples). With a single group (shape ``(G,)``) both scales agree.
+
     A group of equal rewards (``constant_groups``: equal up to rounding) gets advantage exactly 0, in
-    every dtype, for every ``std`` and any ``eps >= 0``; without this the float residue of the centred
-    rewards (~1e-8 in float32) divided by std + eps gave e.g. 0.056 for three rewards of 0.9 in float32.
-    ``eps >= 0`` (``eps = 0`` is the paper's formula exactly) only guards groups of nearly equal rewards.
-    Shapes ``(..., G)`` to ``(..., G)``. Raises ``ValueError`` for NaN/inf rewards, ``eps < 0``, or
-    ``std="sample"`` with G = 1. Used in chapter 5.
+    every dtype, for every ``std`` and ``scale`` and any ``eps >= 0``; without this the float residue of
+    the centred rewards (~1e-8 in float32) divided by std + eps gave e.g. 0.056 for three rewards of 0.9
+    in float32. ``eps >= 0`` (``eps = 0`` is the paper's formula exactly) only guards nearly equal rewards.
+    Shapes ``(..., G)`` to ``(..., G)``. Raises ``ValueError`` for NaN/inf rewards, ``eps < 0``, an
+    unknown ``std`` or ``scale``, or ``std="sample"`` with G = 1. Used in chapter 5.
 
     >>> group_normalized_advantages(np.array([1.0, 0.0, 0.0, 1.0])).round(4)
     array([ 1., -1., -1.,  1.])
@@ -282,8 +298,20 @@ def group_normalized_advantages(rewards, std="population", eps=1e-6):
     array([ 0.5, -0.5, -0.5,  0.5])
     >>> group_normalized_advantages(np.float32([0.9, 0.9, 0.9]), eps=0.0)
     array([0., 0., 0.], dtype=float32)
+
+    Two prompts, one with rewards far apart and one nearly equal: per group both get unit spread; with
+    the batch std (of the centred rewards 1, -1, 0.01, -0.01) the second stays small:
+
+    >>> r = np.array([[2.0, 0.0], [0.51, 0.49]])
+    >>> group_normalized_advantages(r, eps=0.0).round(4)
+    array([[ 1., -1.],
+           [ 1., -1.]])
+    >>> group_normalized_advantages(r, eps=0.0, scale="batch").round(4)
+    array([[ 1.4141, -1.4141],
+           [ 0.0141, -0.0141]])
     """
     check_choice("std", std, GROUP_STDS)
+    check_choice("scale", scale, GROUP_SCALES)
     rewards = as_float_array("rewards", rewards)
     check_min_size("rewards", rewards, 1)
     constant = _constant_groups(rewards)[..., None]
@@ -296,7 +324,13 @@ def group_normalized_advantages(rewards, std="population", eps=1e-6):
             "rewards has groups of size 1 on the last axis: std='sample' divides by G - 1 = 0; "
             "use std='population' or std=None, or sample at least 2 completions per prompt"
         )
-    sigma = rewards.std(axis=-1, ddof=1 if std == "sample" else 0, keepdims=True)
+    ddof = 1 if std == "sample" else 0
+    if scale == "batch":  # one std over every sample of the batch, of the group-centred rewards
+        sigma = centered.std(ddof=ddof)
+        if constant.all():  # no group varies: every advantage is 0, divide by 1 (not by 0 + eps = 0)
+            return centered
+        return (centered / (sigma + eps)).astype(rewards.dtype)
+    sigma = rewards.std(axis=-1, ddof=ddof, keepdims=True)
     return centered / np.where(constant, 1.0, sigma + eps).astype(rewards.dtype)
 
 

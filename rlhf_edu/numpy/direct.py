@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlhf_edu.numpy.divergences import _sum_to_shape
 from rlhf_edu.validation import (
     as_float_array,
     check_binary,
@@ -49,7 +50,10 @@ __all__ = [
     "dpo_loss_grad",
     "ipo_loss",
     "gpo_loss",
+    "gpo_loss_grad",
     "slic_loss",
+    "kahneman_tversky_value",
+    "kahneman_tversky_value_grad",
     "kto_loss",
     "simpo_loss",
     "orpo_log_odds",
@@ -68,8 +72,8 @@ def _sigmoid(x):
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-#: The convex functions f of GPO (Tang et al. 2024), evaluated at x = beta * rho. A chapter can plot
-#: them side by side: ``for name, f in GPO_FUNCTIONS.items(): plt.plot(x, f(x), label=name)``.
+#: The functions f of GPO (Tang et al. 2024; all convex but the Savage loss), evaluated at x = beta * rho.
+#: A chapter can plot them side by side: ``for name, f in GPO_FUNCTIONS.items(): plt.plot(x, f(x), label=name)``.
 GPO_FUNCTIONS = {
     "logistic": lambda x: np.logaddexp(0.0, -x),  # log(1 + e^{-x}): DPO
     "hinge": lambda x: np.maximum(0.0, 1.0 - x),  # max(0, 1 - x): SLiC
@@ -90,6 +94,17 @@ GPO_FORMULAS = {
 }
 
 GPO_LOSSES = tuple(GPO_FUNCTIONS)
+
+#: f'(x) of each GPO function, for ``gpo_loss_grad``. Where f has a kink (hinge and truncated quadratic at
+#: x = 1) the derivative from the right, 0, is used, as autograd's relu does.
+GPO_DERIVATIVES = {
+    "logistic": lambda x: -_sigmoid(-x),  # -sigma(-x): DPO's weight sigma(r_l - r_w), with a minus sign
+    "hinge": lambda x: np.where(x < 1.0, -1.0, 0.0).astype(np.result_type(x, np.float32)),
+    "squared": lambda x: 2.0 * (x - 1.0),
+    "exponential": lambda x: -np.exp(-x),
+    "truncated_quadratic": lambda x: -2.0 * np.maximum(0.0, 1.0 - x),
+    "savage": lambda x: -2.0 * np.exp(-2.0 * np.logaddexp(0.0, x)) * _sigmoid(x),  # -2 sigma(-x)^2 sigma(x)
+}
 
 
 def _orpo_clip(mean_logps):
@@ -298,6 +313,42 @@ def gpo_loss(rho, beta, f="logistic"):
     return GPO_FUNCTIONS[f](beta * rho)
 
 
+def gpo_loss_grad(rho, beta, f="logistic"):
+    r"""Analytic gradient of ``sum(gpo_loss(rho, beta, f))`` with respect to :math:`\rho`:
+    :math:`\beta f'(\beta\rho)`.
+
+    Minus this is the weight with which a pair pushes its log-ratio margin up: for DPO (``"logistic"``)
+    :math:`\beta\sigma(-\beta\rho)`, which never reaches 0 (DPO keeps pushing however large the margin);
+    for IPO (``"squared"``) :math:`-2\beta(\beta\rho - 1)`, which changes sign past the target
+    :math:`\rho = 1/\beta` (it pulls back); for SLiC (``"hinge"``) :math:`\beta` up to the margin and 0
+    after it. Values of :math:`f'` (``GPO_DERIVATIVES``):
+
+    ======================  ===================================  ==========
+    f                       :math:`f'(x)`                        :math:`f'(0)`
+    ======================  ===================================  ==========
+    logistic                :math:`-\sigma(-x)`                  -1/2
+    hinge                   :math:`-1` for :math:`x<1`, else 0     -1
+    squared                 :math:`2(x-1)`                       -2
+    exponential             :math:`-e^{-x}`                      -1
+    truncated_quadratic     :math:`-2\max(0, 1-x)`               -2
+    savage                  :math:`-2\sigma(-x)^2\sigma(x)`       -1/4
+    ======================  ===================================  ==========
+
+    At a kink (x = 1 for the hinge and the truncated quadratic) the right derivative, 0, is returned (as
+    autograd's ``relu`` does). Source: Tang et al. 2024 (GPO), whose regularisation analysis uses
+    :math:`f'(0)` and :math:`f''(0)`. Chapter 7.
+
+    >>> {k: v.round(4).tolist() for k, v in gpo_loss_grad(np.array([0.0, 2.0]), 1.0).items()}
+    {'rho': [-0.5, -0.1192]}
+    >>> gpo_loss_grad(np.array([0.0, 2.0]), 0.5, "squared")["rho"]
+    array([-1.,  0.])
+    """
+    check_choice("f", f, GPO_LOSSES)
+    beta = check_positive("beta", beta)
+    rho = as_float_array("rho", rho)
+    return {"rho": beta * GPO_DERIVATIVES[f](beta * rho)}
+
+
 def slic_loss(chosen_logps, rejected_logps, delta, ref_nll=None, lam=0.0):
     r"""Per-pair SLiC-HF loss (Zhao et al. 2023, "SLiC-HF: Sequence Likelihood Calibration with Human
     Feedback").
@@ -331,6 +382,60 @@ def slic_loss(chosen_logps, rejected_logps, delta, ref_nll=None, lam=0.0):
     check_broadcastable(chosen_logps=chosen, ref_nll=ref_nll)
     check_values_in_range("ref_nll", ref_nll, 0.0)
     return loss + lam * ref_nll
+
+
+def _kt_checked(z, z0, alpha, lam):
+    alpha = check_in_range("alpha", alpha, 0.0, 1.0, low_open=True)
+    lam = check_nonnegative("lam", lam)
+    z = as_float_array("z", z)
+    z0 = as_float_array("z0", z0).astype(z.dtype)  # a Python float keeps float32
+    check_broadcastable(z=z, z0=z0)
+    return z, z0, alpha, lam
+
+
+def kahneman_tversky_value(z, z0=0.0, alpha=0.88, lam=2.25):
+    r"""The value function of prospect theory (Tversky and Kahneman 1992), the one KTO starts from.
+
+    .. math:: v(z; z_0) = \begin{cases} (z - z_0)^\alpha & z \ge z_0 \\
+              -\lambda\,(z_0 - z)^\alpha & z < z_0 \end{cases}
+
+    Outcomes are valued relative to a reference point :math:`z_0`, concave for gains, convex for losses
+    (diminishing sensitivity, :math:`0 < \alpha \le 1`), and a loss weighs :math:`\lambda` times a
+    gain of the same size (loss aversion). Defaults: the median estimates :math:`\alpha = 0.88`,
+    :math:`\lambda = 2.25` of "Advances in prospect theory: cumulative representation of uncertainty"
+    (1992), quoted by the KTO paper (Ethayarajh et al. 2024, eq. 5) and the lecture notes. The slope at
+    the reference point is infinite for :math:`\alpha < 1` (see ``kahneman_tversky_value_grad``), one
+    reason KTO replaces this curve by a logistic one (``kto_loss``). ``z0`` is subtracted here, once: the
+    notes subtract it twice (in :math:`u(Z) = \sum_z \omega_z v(z - z_0)` and again inside :math:`v`).
+    ``z`` and ``z0`` broadcast. Chapter 7.
+
+    >>> kahneman_tversky_value(np.array([-1.0, 0.0, 1.0, 2.0])).round(4)
+    array([-2.25  ,  0.    ,  1.    ,  1.8404])
+    """
+    z, z0, alpha, lam = _kt_checked(z, z0, alpha, lam)
+    d = z - z0
+    m = np.abs(d) ** alpha
+    return np.where(d >= 0, m, -lam * m)
+
+
+def kahneman_tversky_value_grad(z, z0=0.0, alpha=0.88, lam=2.25):
+    r"""Analytic gradient of ``sum(kahneman_tversky_value(...))``: with :math:`d = z - z_0`,
+
+    .. math:: \frac{\partial v}{\partial z} = -\frac{\partial v}{\partial z_0}
+              = \alpha |d|^{\alpha - 1} \cdot (1 \text{ if } d > 0,\ \lambda \text{ if } d < 0)
+
+    (summed over broadcast axes for ``z0``); :math:`+\infty` at :math:`d = 0` when :math:`\alpha < 1`: an
+    infinitely steep step at the reference point. Chapter 7.
+
+    >>> {k: np.round(v, 4).tolist() for k, v in kahneman_tversky_value_grad(np.array([-1.0, 1.0])).items()}
+    {'z': [1.98, 0.88], 'z0': -2.86}
+    """
+    z, z0, alpha, lam = _kt_checked(z, z0, alpha, lam)
+    d = z - z0
+    with np.errstate(divide="ignore"):
+        slope = alpha * np.abs(d) ** (alpha - 1.0)
+    dz = np.where(d >= 0, slope, lam * slope)
+    return {"z": _sum_to_shape(dz, z.shape), "z0": _sum_to_shape(-dz, z0.shape)}
 
 
 def kto_loss(policy_logps, ref_logps, desirable, kl_reference, beta, lambda_d=1.0, lambda_u=1.0):

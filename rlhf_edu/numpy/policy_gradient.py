@@ -35,11 +35,20 @@ __all__ = [
     "ppo_clip_loss",
     "value_loss",
     "grpo_loss",
+    "cispo_loss",
+    "cispo_loss_grad",
     "kl_penalized_rewards",
 ]
 
-#: Valid ``aggregation`` choices of :func:`grpo_loss`.
+#: Valid ``aggregation`` choices of :func:`grpo_loss` and :func:`cispo_loss`.
 GRPO_AGGREGATIONS = ("sequence_mean", "token_mean", "dr_grpo")
+
+#: Valid ``importance_sampling`` choices of :func:`grpo_loss`: a ratio per token (GRPO) or one per sequence (GSPO).
+IMPORTANCE_SAMPLING = ("token", "sequence")
+
+#: GSPO's clip range for the sequence ratio (Zheng et al., 2025, their experiments: 3e-4 below, 4e-4 above).
+#: A length-normalised ratio moves far less than a token's, so its range is about a thousand times narrower.
+GSPO_CLIP_EPS, GSPO_CLIP_EPS_HIGH = 3e-4, 4e-4
 
 #: Default bound on |log ratio| before ``exp`` (as verl does): e^20 ~ 5e8 is far outside any clip range,
 #: and without it exp overflows (float32 beyond 88.7) and gives an infinite loss or a NaN gradient.
@@ -85,10 +94,53 @@ def _masked_mean(x, m):
     return np.where(m > 0, x, 0.0).sum() / m.sum()
 
 
-def _clip_range(clip_eps, clip_eps_high):
-    low = check_in_range("clip_eps", clip_eps, 0.0, 1.0, high_open=True)
-    high = low if clip_eps_high is None else check_nonnegative("clip_eps_high", clip_eps_high)
+def _clip_range(clip_eps, clip_eps_high, names=("clip_eps", "clip_eps_high")):
+    low = check_in_range(names[0], clip_eps, 0.0, 1.0, high_open=True)
+    high = low if clip_eps_high is None else check_nonnegative(names[1], clip_eps_high)
     return low, high
+
+
+def _sequence_mean(x, m):
+    """Mean of ``x`` over each row's real tokens, shape ``x.shape[:-1]`` (every row has one: checked)."""
+    return np.where(m > 0, x, 0.0).sum(axis=-1) / m.sum(axis=-1)
+
+
+def _aggregate(per_token, m, aggregation, max_length):
+    """GRPO's three ways from per-token losses to one number (see :func:`grpo_loss`); padding already 0."""
+    if aggregation == "sequence_mean":
+        return _sequence_mean(per_token, m).mean()
+    if aggregation == "token_mean":
+        return per_token.sum() / m.sum()
+    length = per_token.shape[-1] if max_length is None else check_max_length(max_length, m)
+    return per_token.sum() / ((per_token.size // per_token.shape[-1]) * length)
+
+
+def _add_kl_and_aggregate(per_token, kl, beta, m, aggregation, max_length):
+    """The tail GRPO and CISPO share: add beta * KL per token (when there is a KL), zero the padding, aggregate."""
+    if kl is not None and beta > 0:
+        per_token = per_token + beta * kl
+    return _aggregate(np.where(m > 0, per_token, 0.0), m, aggregation, max_length)
+
+
+def _token_inputs(mask, **logps):
+    """The per-token log-prob arrays (first ``logp``), checked: numbers, one shape with a token axis, a mask given."""
+    arrays = {name: as_float_array(name, x) for name, x in logps.items()}
+    check_same_shape(**arrays)
+    if arrays["logp"].ndim < 1:
+        raise ValueError("logp must have a token axis (shape (B, T)), got a scalar")
+    if mask is None:
+        raise ValueError("mask is required: pass np.ones_like(logp) when every token is real")
+    return arrays.values()
+
+
+def _aggregation_weights(m, aggregation, max_length):
+    """The weight of each token in :func:`_aggregate` (loss = sum of weight * per-token loss); 0 on padding."""
+    if aggregation == "sequence_mean":
+        return m / m.sum(axis=-1, keepdims=True) / (m.size // m.shape[-1])
+    if aggregation == "token_mean":
+        return m / m.sum()
+    length = m.shape[-1] if max_length is None else check_max_length(max_length, m)
+    return m / ((m.size // m.shape[-1]) * length)
 
 
 def _log_ratio(logp, logp_other, max_log_ratio):
@@ -305,8 +357,9 @@ def value_loss(values, returns, old_values=None, clip=None, mask=None):
 
 def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.04,
               aggregation="sequence_mean", max_length=None, estimator="k3", *, clip_eps_high=None,
+              importance_sampling="token", sequence_clip_eps=GSPO_CLIP_EPS, sequence_clip_eps_high=GSPO_CLIP_EPS_HIGH,
               max_log_ratio=MAX_LOG_RATIO, return_stats=False):
-    r"""GRPO's loss (Shao et al., 2024, DeepSeekMath, eq. 3), with the DAPO and Dr. GRPO aggregations.
+    r"""GRPO's loss (Shao et al., 2024, DeepSeekMath, eq. 3), with the DAPO and Dr. GRPO aggregations and GSPO.
 
     Per token, with :math:`\rho_t = \pi/\pi_{old}` and the KL estimate to the reference model
     (``estimator="k3"``: :math:`\frac{\pi_{ref}}{\pi} - \log\frac{\pi_{ref}}{\pi} - 1`, GRPO's eq. 4,
@@ -325,46 +378,61 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
       a constant normaliser (``max_length`` defaults to T, the mask's last axis; ignored otherwise; a
       ``max_length`` shorter than the longest completion raises ``ValueError``).
 
+    ``importance_sampling`` chooses the ratio:
+
+    - ``"token"`` (GRPO): :math:`\rho_{i,t}` per token, clipped to :math:`[1-\epsilon, 1+\epsilon_{high}]`
+      with ``clip_eps`` and ``clip_eps_high`` (DAPO's clip-higher; defaults to ``clip_eps``);
+    - ``"sequence"`` (GSPO, Zheng et al., 2025): one ratio per sequence, the geometric mean of its token
+      ratios, :math:`s_i = \exp\big(\frac1{|o_i|}\sum_t \log\frac{\pi_t}{\pi_{old,t}}\big)`, used in place
+      of :math:`\rho_{i,t}` at every token of sequence i and clipped to :math:`[1-\epsilon_s,
+      1+\epsilon_{s,high}]` with its own ``sequence_clip_eps`` (default 3e-4) and
+      ``sequence_clip_eps_high`` (default 4e-4), GSPO's ranges: a length-normalised ratio moves about a
+      thousand times less than a token's. No stop-gradient: the gradient of every token of sequence i
+      flows through :math:`s_i`, :math:`\partial s_i/\partial\log\pi_t = s_i/|o_i|`. With per-sequence
+      advantages and ``"sequence_mean"`` this is GSPO's objective :math:`\frac1G\sum_i \min(s_i \hat A_i,
+      \mathrm{clip}(s_i, \cdot)\hat A_i)` exactly. Every row needs a real token.
+
     At :math:`\pi = \pi_{old}` the gradient is the lecture notes'
     :math:`-\frac1G\sum_i\frac1{|o_i|}\sum_t (\hat A_{i,t} + \beta(\frac{\pi_{ref}}{\pi} - 1))
-    \nabla\log\pi` (for sequence_mean). ``advantages`` per sequence ``(B,)`` or per token ``(B, T)``;
-    ``clip_eps_high`` as in :func:`ppo_clip_objective`; ``max_log_ratio`` as in :func:`ppo_clip_loss`
-    (applied to both log ratios). ``return_stats=True`` returns ``(loss, {"clip_fraction", "kl"})``, the
-    mean over real tokens of the clipped indicator and of the KL estimate. Used in chapter 5.
+    \nabla\log\pi` (for sequence_mean, with either ratio). ``advantages`` per sequence ``(B,)`` or per
+    token ``(B, T)``; ``max_log_ratio`` as in :func:`ppo_clip_loss` (applied to the token log ratios
+    before any mean, and to the log ratio to the reference). ``return_stats=True`` returns
+    ``(loss, {"clip_fraction", "kl"})``, the mean over real tokens of the clipped indicator and of the KL
+    estimate. Raises ``ValueError`` for an unknown option, mismatched shapes, a bad mask, NaN inputs or
+    clip ranges outside [0, 1). Used in chapter 5.
 
     >>> logp = np.log(np.full((2, 2), 0.5))
     >>> float(grpo_loss(logp, logp, logp, np.array([1.0, 0.5]), np.ones((2, 2))))
     -0.75
+
+    GSPO on one sequence whose two token ratios are 1.1 and 1/1.1: the sequence ratio is their geometric
+    mean, exactly 1, so nothing is clipped even though the token ratio 1.1 is outside GSPO's range:
+
+    >>> lp_old = np.log([[0.5, 0.5]]); lp = lp_old + np.log([[1.1, 1 / 1.1]])
+    >>> round(float(grpo_loss(lp, lp_old, lp_old, np.array([1.0]), np.ones((1, 2)), beta=0.0,
+    ...                       importance_sampling="sequence")), 6)
+    -1.0
     """
     check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
     check_choice("estimator", estimator, KL_ESTIMATORS)
+    check_choice("importance_sampling", importance_sampling, IMPORTANCE_SAMPLING)
     check_nonnegative("beta", beta)
-    logp = as_float_array("logp", logp)
-    logp_old = as_float_array("logp_old", logp_old)
-    logp_ref = as_float_array("logp_ref", logp_ref)
-    check_same_shape(logp=logp, logp_old=logp_old, logp_ref=logp_ref)
-    if logp.ndim < 1:
-        raise ValueError("logp must have a token axis (shape (B, T)), got a scalar")
-    if mask is None:
-        raise ValueError("mask is required: pass np.ones_like(logp) when every token is real")
+    logp, logp_old, logp_ref = _token_inputs(mask, logp=logp, logp_old=logp_old, logp_ref=logp_ref)
     adv = _advantages_per_token(advantages, logp)
-    m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
+    per_row = aggregation == "sequence_mean" or importance_sampling == "sequence"
+    m = _mask_weights(mask, logp, per_row=per_row)
     low, high = _clip_range(clip_eps, clip_eps_high)
-    ratio = np.exp(_log_ratio(logp, logp_old, max_log_ratio))
+    seq_low, seq_high = _clip_range(sequence_clip_eps, sequence_clip_eps_high,
+                                    ("sequence_clip_eps", "sequence_clip_eps_high"))
+    log_ratio = _log_ratio(logp, logp_old, max_log_ratio)
+    if importance_sampling == "sequence":  # GSPO: s_i = exp(mean_t log ratio), the same at every token of row i
+        log_ratio = np.broadcast_to(_sequence_mean(log_ratio, m)[..., None], logp.shape)
+        low, high = seq_low, seq_high
+    ratio = np.exp(log_ratio)
     per_token = -_clip_surrogate(ratio, adv, low, high)
     # kl_estimate sees only the difference logp - logp_ref, here bounded like the ratio
     kl = _kl_from_log_ratio(_log_ratio(logp, logp_ref, max_log_ratio), estimator)
-    if beta > 0:
-        per_token = per_token + beta * kl
-    per_token = np.where(m > 0, per_token, 0.0)
-    if aggregation == "sequence_mean":
-        loss = (per_token.sum(axis=-1) / m.sum(axis=-1)).mean()
-    elif aggregation == "token_mean":
-        loss = per_token.sum() / m.sum()
-    else:
-        length = logp.shape[-1] if max_length is None else check_max_length(max_length, m)
-        n_sequences = per_token.size // logp.shape[-1]
-        loss = per_token.sum() / (n_sequences * length)
+    loss = _add_kl_and_aggregate(per_token, kl, beta, m, aggregation, max_length)
     if not return_stats:
         return loss
     stats = {
@@ -372,6 +440,100 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
         "kl": _masked_mean(kl, m),
     }
     return loss, stats
+
+
+def cispo_loss(logp, logp_old, advantages, mask, ratio_max=5.0, aggregation="token_mean", max_length=None, *,
+               logp_ref=None, beta=0.0, estimator="k3", max_log_ratio=MAX_LOG_RATIO, return_stats=False):
+    r"""CISPO's loss (MiniMax-M1, MiniMax, 2025): REINFORCE weighted by the detached, capped ratio.
+
+    .. math:: \ell_{i,t} = -\,\mathrm{sg}\big(\min(\rho_{i,t}, \rho_{max})\big)\,\hat A_{i,t}\,
+        \log\pi_\theta(o_{i,t}\mid q, o_{i,<t}), \qquad \rho_{i,t} = \frac{\pi_\theta}{\pi_{\theta_{old}}}
+
+    aggregated over the real tokens as in :func:`grpo_loss` (``"token_mean"``, MiniMax-M1's choice, by
+    default; ``"sequence_mean"``, ``"dr_grpo"`` with ``max_length``). PPO's clip multiplies the ratio
+    itself, so a token whose ratio left the range gets no gradient at all (for rare, important tokens
+    such as "However" or "Wait", MiniMax-M1 observed exactly that after the first update); CISPO clips
+    only the *weight* and keeps :math:`\nabla\log\pi` for every token:
+    :math:`\partial\ell_{i,t}/\partial\log\pi_{i,t} = -\min(\rho_{i,t}, \rho_{max})\hat A_{i,t}` (times the
+    aggregation weight), whatever the ratio (:func:`cispo_loss_grad`). MiniMax-M1 sets no lower bound on
+    the weight (only :math:`\epsilon^{IS}_{high}`; here ``ratio_max`` = :math:`1+\epsilon^{IS}_{high}`).
+    The value of the loss is not a surrogate of the objective (``sg`` makes it a weighted log-likelihood):
+    only its gradient means something. At :math:`\pi = \pi_{old}` the weight is 1 and the gradient is
+    REINFORCE's with the group advantages.
+
+    MiniMax-M1 uses no KL term (``beta = 0``, the default); with ``logp_ref`` and ``beta > 0`` the per-token
+    :math:`\beta\,\mathbb D_{KL,t}` of :func:`grpo_loss` (``estimator``, default k3) is added before the
+    aggregation, so a trainer can swap one loss for the other. ``max_log_ratio`` bounds the log ratios
+    as in :func:`ppo_clip_loss`. ``return_stats=True`` returns ``(loss, {"clip_fraction": share of real
+    tokens whose weight was capped, ...})``, plus ``"kl"`` (mean over real tokens) when ``logp_ref`` is
+    given. Raises ``ValueError`` for ``ratio_max <= 0``, an unknown option, mismatched shapes, a bad mask,
+    NaN inputs, or ``beta > 0`` without ``logp_ref``. Used in chapter 5.
+
+    A token whose ratio is 8 (capped at 5) with advantage 1, and one at ratio 1 with advantage -1:
+
+    >>> lp_old = np.log([[0.1, 0.5]]); lp = np.log([[0.8, 0.5]])
+    >>> round(float(cispo_loss(lp, lp_old, np.array([[1.0, -1.0]]), np.ones((1, 2)))), 4)
+    0.2113
+    >>> cispo_loss_grad(lp, lp_old, np.array([[1.0, -1.0]]), np.ones((1, 2)))["logp"].round(4)
+    array([[-2.5,  0.5]])
+    """
+    logp, m, weight, adv, kl, kl_grad, beta, stats = _cispo_parts(
+        logp, logp_old, advantages, mask, ratio_max, aggregation, logp_ref, beta, estimator, max_log_ratio)
+    loss = _add_kl_and_aggregate(-weight * adv * np.where(m > 0, logp, 0.0), kl, beta, m, aggregation, max_length)
+    return (loss, stats) if return_stats else loss
+
+
+def cispo_loss_grad(logp, logp_old, advantages, mask, ratio_max=5.0, aggregation="token_mean", max_length=None,
+                    *, logp_ref=None, beta=0.0, estimator="k3", max_log_ratio=MAX_LOG_RATIO, return_stats=False):
+    r"""Analytic gradient of :func:`cispo_loss` w.r.t. ``logp``: ``{"logp": ...}``.
+
+    :math:`\partial L/\partial\log\pi_t = w_t\big(-\min(\rho_t, \rho_{max})\hat A_t + \beta\,
+    \mathbb D'_{KL,t}\big)`, with :math:`w_t` the aggregation weight of token t (:math:`1/\sum|o|` for
+    token_mean, :math:`1/(B|o_i|)` for sequence_mean, :math:`1/(B L)` for dr_grpo; 0 on padding) and
+    :math:`\mathbb D'` the derivative of the KL estimate in :math:`\log\pi` (k1: 1, k2: :math:`\ell`,
+    k3: :math:`1 - \pi_{ref}/\pi`; 0 where ``max_log_ratio`` bounds :math:`\ell`). The capped weight is a
+    constant (stop-gradient), so no term comes from the ratio. ``return_stats`` is accepted and ignored.
+
+    >>> cispo_loss_grad(np.log([[0.5, 0.5]]), np.log([[0.5, 0.5]]), np.array([2.0]), np.ones((1, 2)))["logp"]
+    array([[-1., -1.]])
+    """
+    logp, m, weight, adv, kl, kl_grad, beta, _ = _cispo_parts(
+        logp, logp_old, advantages, mask, ratio_max, aggregation, logp_ref, beta, estimator, max_log_ratio)
+    per_token = -weight * adv
+    if kl is not None and beta > 0:
+        per_token = per_token + beta * kl_grad
+    w = _aggregation_weights(m, aggregation, max_length)
+    return {"logp": np.where(m > 0, w * per_token, 0.0)}
+
+
+def _cispo_parts(logp, logp_old, advantages, mask, ratio_max, aggregation, logp_ref, beta, estimator,
+                 max_log_ratio):
+    """Checked inputs of :func:`cispo_loss` and its gradient: logp, mask weights, the capped weight, the
+    advantages per token, the KL per token and its derivative in log pi (None without logp_ref), beta, stats."""
+    check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
+    check_choice("estimator", estimator, KL_ESTIMATORS)
+    ratio_max = check_positive("ratio_max", ratio_max)
+    beta = check_nonnegative("beta", beta)
+    logp, logp_old = _token_inputs(mask, logp=logp, logp_old=logp_old)
+    if beta > 0 and logp_ref is None:
+        raise ValueError("beta > 0 needs logp_ref: the KL term is to the reference model")
+    adv = np.broadcast_to(_advantages_per_token(advantages, logp), logp.shape)
+    m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
+    ratio = np.exp(_log_ratio(logp, logp_old, max_log_ratio))
+    weight = np.where(m > 0, np.minimum(ratio, ratio_max), 0.0)  # a number, not a function of theta: sg(.)
+    stats = {"clip_fraction": _masked_mean((ratio > ratio_max).astype(logp.dtype), m)}
+    kl = kl_grad = None
+    if logp_ref is not None:
+        logp_ref = as_float_array("logp_ref", logp_ref)
+        check_same_shape(logp=logp, logp_ref=logp_ref)
+        raw = logp - logp_ref
+        log_ratio = _log_ratio(logp, logp_ref, max_log_ratio)
+        kl = _kl_from_log_ratio(log_ratio, estimator)
+        inside = (np.abs(raw) <= max_log_ratio) if max_log_ratio is not None else np.ones(raw.shape, dtype=bool)
+        slope = {"k1": np.ones_like(log_ratio), "k2": log_ratio, "k3": -np.expm1(-log_ratio)}[estimator]
+        kl_grad = np.where(inside, slope, 0.0)
+        stats["kl"] = _masked_mean(kl, m)
+    return logp, m, weight, adv, kl, kl_grad, beta, stats
 
 
 def kl_penalized_rewards(score, logp, logp_ref, mask, beta, estimator="k1"):

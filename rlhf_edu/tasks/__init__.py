@@ -5,6 +5,8 @@
   rankings, KTO's binary labels), so a learned reward model is a proxy that can be overoptimised.
 - :mod:`rlhf_edu.tasks.arithmetic`: ``"23+48="`` -> ``"71."``, with R1-Zero-style verifiable rewards
   (accuracy + format).
+- :mod:`rlhf_edu.tasks.ai_feedback`: AI feedback in the spirit of Constitutional AI, a judge that labels
+  preference pairs by written principles instead of by the gold reward (chapter 0).
 
 Both task classes share one interface, so a trainer can take either::
 
@@ -21,9 +23,10 @@ array([0.8808])
 array([1.1])
 """
 
-from rlhf_edu.tasks import arithmetic, base, sentiment
+from rlhf_edu.tasks import ai_feedback, arithmetic, base, sentiment
+from rlhf_edu.tasks.ai_feedback import *  # noqa: F401,F403
 from rlhf_edu.tasks.arithmetic import *  # noqa: F401,F403
 from rlhf_edu.tasks.base import *  # noqa: F401,F403
 from rlhf_edu.tasks.sentiment import *  # noqa: F401,F403
 
-__all__ = [*base.__all__, *sentiment.__all__, *arithmetic.__all__]
+__all__ = [*base.__all__, *sentiment.__all__, *arithmetic.__all__, *ai_feedback.__all__]

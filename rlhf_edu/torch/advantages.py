@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_edu.numpy.advantages import GROUP_STDS, check_last_value, check_truncation
+from rlhf_edu.numpy.advantages import GROUP_SCALES, GROUP_STDS, check_last_value, check_truncation
 from rlhf_edu.validation import (
     allows_neg_inf,
     check_finite,
@@ -147,13 +147,15 @@ def _constant_groups(rewards):
     return (hi - lo) <= 4 * torch.finfo(rewards.dtype).eps * scale
 
 
-def group_normalized_advantages(rewards, std="population", eps=1e-6):
-    r"""GRPO group advantage (r - mean) / (std + eps) on the last axis (see the NumPy reference).
+def group_normalized_advantages(rewards, std="population", eps=1e-6, scale="group"):
+    r"""GRPO group advantage (r - mean) / (std + eps) on the last axis; ``scale="batch"`` takes one std over
+    the batch of group-centred rewards (see the NumPy reference).
 
     >>> group_normalized_advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), std=None)
     tensor([ 0.5000, -0.5000, -0.5000,  0.5000])
     """
     check_choice("std", std, GROUP_STDS)
+    check_choice("scale", scale, GROUP_SCALES)
     rewards = _float_tensor("rewards", rewards)
     check_min_size("rewards", rewards, 1)
     constant = _constant_groups(rewards).unsqueeze(-1)
@@ -167,7 +169,12 @@ def group_normalized_advantages(rewards, std="population", eps=1e-6):
             "rewards has groups of size 1 on the last axis: std='sample' divides by G - 1 = 0; "
             "use std='population' or std=None, or sample at least 2 completions per prompt"
         )
-    sigma = rewards.std(dim=-1, correction=1 if std == "sample" else 0, keepdim=True)
+    correction = 1 if std == "sample" else 0
+    if scale == "batch":
+        if bool(constant.all()):  # no group varies: every advantage is 0 (dividing by 0 + eps would give NaN grads)
+            return centered
+        return centered / (centered.std(correction=correction) + eps)
+    sigma = rewards.std(dim=-1, correction=correction, keepdim=True)
     # constant groups: divide 0 by 1 (not by std + eps = 0, whose gradient would be NaN)
     return centered / torch.where(constant, torch.ones_like(sigma), sigma + eps)
 

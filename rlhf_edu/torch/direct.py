@@ -32,6 +32,7 @@ __all__ = [
     "ipo_loss",
     "gpo_loss",
     "slic_loss",
+    "kahneman_tversky_value",
     "kto_loss",
     "simpo_loss",
     "orpo_log_odds",
@@ -39,7 +40,8 @@ __all__ = [
     "rebel_loss",
 ]
 
-#: GPO's convex functions f (Tang et al. 2024) in torch; the same table as ``rlhf_edu.numpy.direct``.
+#: GPO's functions f (Tang et al. 2024; the Savage loss is not convex) in torch; the same table as
+#: ``rlhf_edu.numpy.direct``.
 GPO_FUNCTIONS = {
     "logistic": lambda x: -F.logsigmoid(x),  # log(1 + e^{-x}): DPO
     "hinge": lambda x: torch.relu(1.0 - x),  # max(0, 1 - x): SLiC
@@ -164,6 +166,24 @@ def slic_loss(chosen_logps, rejected_logps, delta, ref_nll=None, lam=0.0):
     check_broadcastable(chosen_logps=chosen, ref_nll=ref_nll)
     check_values_in_range("ref_nll", ref_nll, 0.0)
     return loss + lam * ref_nll
+
+
+def kahneman_tversky_value(z, z0=0.0, alpha=0.88, lam=2.25):
+    """Prospect theory's value (z - z0)^alpha for gains, -lam (z0 - z)^alpha for losses (Tversky and Kahneman 1992).
+
+    Autograd gives NaN exactly at z = z0, where the slope is infinite for alpha < 1.
+
+    >>> kahneman_tversky_value(torch.tensor([-1.0, 0.0, 1.0])).tolist()
+    [-2.25, 0.0, 1.0]
+    """
+    alpha = check_in_range("alpha", alpha, 0.0, 1.0, low_open=True)
+    lam = check_nonnegative("lam", lam)
+    (z,) = _float_tensors(z=z)
+    z0 = as_float_tensor("z0", z0, like=z)
+    check_broadcastable(z=z, z0=z0)
+    d = z - z0
+    m = d.abs() ** alpha
+    return torch.where(d >= 0, m, -lam * m)
 
 
 def kto_loss(policy_logps, ref_logps, desirable, kl_reference, beta, lambda_d=1.0, lambda_u=1.0):

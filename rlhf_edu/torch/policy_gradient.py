@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import torch
 
-from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, MAX_LOG_RATIO, advantages_per_sequence, check_max_length
+from rlhf_edu.numpy.policy_gradient import (
+    GRPO_AGGREGATIONS,
+    GSPO_CLIP_EPS,
+    GSPO_CLIP_EPS_HIGH,
+    IMPORTANCE_SAMPLING,
+    MAX_LOG_RATIO,
+    advantages_per_sequence,
+    check_max_length,
+)
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.torch.advantages import _float_tensor  # one conversion and NaN check for the torch tree
 from rlhf_edu.torch.divergences import _kl_from_log_ratio, kl_estimate
@@ -28,6 +36,7 @@ __all__ = [
     "ppo_clip_loss",
     "value_loss",
     "grpo_loss",
+    "cispo_loss",
     "kl_penalized_rewards",
 ]
 
@@ -53,10 +62,23 @@ def _masked_mean(x, m):
     return torch.where(m > 0, x, torch.zeros_like(x)).sum() / m.sum()
 
 
-def _clip_range(clip_eps, clip_eps_high):
-    low = check_in_range("clip_eps", clip_eps, 0.0, 1.0, high_open=True)
-    high = low if clip_eps_high is None else check_nonnegative("clip_eps_high", clip_eps_high)
+def _clip_range(clip_eps, clip_eps_high, names=("clip_eps", "clip_eps_high")):
+    low = check_in_range(names[0], clip_eps, 0.0, 1.0, high_open=True)
+    high = low if clip_eps_high is None else check_nonnegative(names[1], clip_eps_high)
     return low, high
+
+
+def _sequence_mean(x, m):
+    return torch.where(m > 0, x, torch.zeros_like(x)).sum(dim=-1) / m.sum(dim=-1)
+
+
+def _aggregate(per_token, m, aggregation, max_length):
+    if aggregation == "sequence_mean":
+        return _sequence_mean(per_token, m).mean()
+    if aggregation == "token_mean":
+        return per_token.sum() / m.sum()
+    length = per_token.shape[-1] if max_length is None else check_max_length(max_length, m)
+    return per_token.sum() / ((per_token.numel() // per_token.shape[-1]) * length)
 
 
 def _log_ratio(logp, logp_other, max_log_ratio):
@@ -69,6 +91,24 @@ def _log_ratio(logp, logp_other, max_log_ratio):
 
 def _clipped_away(ratio, advantages, low, high):
     return ((advantages > 0) & (ratio > 1.0 + high)) | ((advantages < 0) & (ratio < 1.0 - low))
+
+
+def _add_kl_and_aggregate(per_token, kl, beta, m, aggregation, max_length):
+    if kl is not None and beta > 0:
+        per_token = per_token + beta * kl
+    return _aggregate(torch.where(m > 0, per_token, torch.zeros_like(per_token)), m, aggregation, max_length)
+
+
+def _token_inputs(mask, **logps):
+    """The per-token log-prob tensors (first ``logp``; the others on its dtype and device), checked."""
+    first = _float_tensor("logp", logps.pop("logp"))
+    arrays = {"logp": first, **{name: _float_tensor(name, x, like=first) for name, x in logps.items()}}
+    check_same_shape(**arrays)
+    if first.ndim < 1:
+        raise ValueError("logp must have a token axis (shape (B, T)), got a scalar")
+    if mask is None:
+        raise ValueError("mask is required: pass torch.ones_like(logp) when every token is real")
+    return arrays.values()
 
 
 def reinforce_loss(logp, advantages, mask=None):
@@ -160,8 +200,10 @@ def value_loss(values, returns, old_values=None, clip=None, mask=None):
 
 def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.04,
               aggregation="sequence_mean", max_length=None, estimator="k3", *, clip_eps_high=None,
+              importance_sampling="token", sequence_clip_eps=GSPO_CLIP_EPS, sequence_clip_eps_high=GSPO_CLIP_EPS_HIGH,
               max_log_ratio=MAX_LOG_RATIO, return_stats=False):
-    r"""GRPO's clipped loss plus beta * KL to the reference, aggregated (see the NumPy reference).
+    r"""GRPO's clipped loss plus beta * KL to the reference, aggregated; GSPO's sequence ratio with
+    ``importance_sampling="sequence"`` (see the NumPy reference).
 
     >>> logp = torch.log(torch.full((2, 2), 0.5))
     >>> grpo_loss(logp, logp, logp, torch.tensor([1.0, 0.5]), torch.ones(2, 2))
@@ -169,32 +211,23 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
     """
     check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
     check_choice("estimator", estimator, KL_ESTIMATORS)
+    check_choice("importance_sampling", importance_sampling, IMPORTANCE_SAMPLING)
     beta = check_nonnegative("beta", beta)
-    logp = _float_tensor("logp", logp)
-    logp_old = _float_tensor("logp_old", logp_old, like=logp)
-    logp_ref = _float_tensor("logp_ref", logp_ref, like=logp)
-    check_same_shape(logp=logp, logp_old=logp_old, logp_ref=logp_ref)
-    if logp.ndim < 1:
-        raise ValueError("logp must have a token axis (shape (B, T)), got a scalar")
-    if mask is None:
-        raise ValueError("mask is required: pass torch.ones_like(logp) when every token is real")
+    logp, logp_old, logp_ref = _token_inputs(mask, logp=logp, logp_old=logp_old, logp_ref=logp_ref)
     adv = _advantages_per_token(advantages, logp)
-    m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
+    per_row = aggregation == "sequence_mean" or importance_sampling == "sequence"
+    m = _mask_weights(mask, logp, per_row=per_row)
     low, high = _clip_range(clip_eps, clip_eps_high)
-    ratio = torch.exp(_log_ratio(logp, logp_old, max_log_ratio))
+    seq_low, seq_high = _clip_range(sequence_clip_eps, sequence_clip_eps_high,
+                                    ("sequence_clip_eps", "sequence_clip_eps_high"))
+    log_ratio = _log_ratio(logp, logp_old, max_log_ratio)
+    if importance_sampling == "sequence":  # GSPO: s_i = exp(mean_t log ratio), the same at every token of row i
+        log_ratio = _sequence_mean(log_ratio, m).unsqueeze(-1).expand_as(logp)
+        low, high = seq_low, seq_high
+    ratio = torch.exp(log_ratio)
     per_token = -_clip_surrogate(ratio, adv, low, high)
     kl = _kl_from_log_ratio(_log_ratio(logp, logp_ref, max_log_ratio), estimator)
-    if beta > 0:
-        per_token = per_token + beta * kl
-    per_token = torch.where(m > 0, per_token, torch.zeros_like(per_token))
-    if aggregation == "sequence_mean":
-        loss = (per_token.sum(dim=-1) / m.sum(dim=-1)).mean()
-    elif aggregation == "token_mean":
-        loss = per_token.sum() / m.sum()
-    else:
-        length = logp.shape[-1] if max_length is None else check_max_length(max_length, m)
-        n_sequences = per_token.numel() // logp.shape[-1]
-        loss = per_token.sum() / (n_sequences * length)
+    loss = _add_kl_and_aggregate(per_token, kl, beta, m, aggregation, max_length)
     if not return_stats:
         return loss
     with torch.no_grad():
@@ -202,6 +235,44 @@ def grpo_loss(logp, logp_old, logp_ref, advantages, mask, clip_eps=0.2, beta=0.0
             "clip_fraction": _masked_mean(_clipped_away(ratio, adv, low, high).to(logp.dtype), m),
             "kl": _masked_mean(kl, m),
         }
+    return loss, stats
+
+
+def cispo_loss(logp, logp_old, advantages, mask, ratio_max=5.0, aggregation="token_mean", max_length=None, *,
+               logp_ref=None, beta=0.0, estimator="k3", max_log_ratio=MAX_LOG_RATIO, return_stats=False):
+    r"""CISPO (MiniMax-M1, 2025): -sg(min(ratio, ratio_max)) * A * log pi per token, aggregated as GRPO;
+    optional beta * KL to ``logp_ref`` (see the NumPy reference).
+
+    >>> lp_old = torch.log(torch.tensor([[0.1, 0.5]])); lp = torch.log(torch.tensor([[0.8, 0.5]])).requires_grad_()
+    >>> loss = cispo_loss(lp, lp_old, torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)); loss.backward()
+    >>> round(loss.item(), 4), lp.grad.tolist()   # the capped weight 5 still passes a gradient
+    (0.2113, [[-2.5, 0.5]])
+    """
+    check_choice("aggregation", aggregation, GRPO_AGGREGATIONS)
+    check_choice("estimator", estimator, KL_ESTIMATORS)
+    ratio_max = check_positive("ratio_max", ratio_max)
+    beta = check_nonnegative("beta", beta)
+    logp, logp_old = _token_inputs(mask, logp=logp, logp_old=logp_old)
+    if beta > 0 and logp_ref is None:
+        raise ValueError("beta > 0 needs logp_ref: the KL term is to the reference model")
+    adv = _advantages_per_token(advantages, logp)
+    m = _mask_weights(mask, logp, per_row=aggregation == "sequence_mean")
+    ratio = torch.exp(_log_ratio(logp, logp_old, max_log_ratio))
+    # sg(min(ratio, ratio_max)): a weight, not a path for gradients (0 on padding, whose ratio may be NaN)
+    weight = torch.where(m > 0, ratio.clamp(max=ratio_max), torch.zeros_like(ratio)).detach()
+    kl = None
+    if logp_ref is not None:
+        logp_ref = _float_tensor("logp_ref", logp_ref, like=logp)
+        check_same_shape(logp=logp, logp_ref=logp_ref)
+        kl = _kl_from_log_ratio(_log_ratio(logp, logp_ref, max_log_ratio), estimator)
+    per_token = -weight * adv * torch.where(m > 0, logp, torch.zeros_like(logp))
+    loss = _add_kl_and_aggregate(per_token, kl, beta, m, aggregation, max_length)
+    if not return_stats:
+        return loss
+    with torch.no_grad():
+        stats = {"clip_fraction": _masked_mean((ratio > ratio_max).to(logp.dtype), m)}
+        if kl is not None:
+            stats["kl"] = _masked_mean(kl, m)
     return loss, stats
 
 

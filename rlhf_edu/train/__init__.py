@@ -38,6 +38,7 @@ from rlhf_edu.train.rollouts import (
     as_reward_fn,
     collect_rollouts,
     frozen_copy,
+    policy_and_reference,
     prepare_online_run,
     sampled_kl,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "check_prompts", "draw_prompts",
     "evaluate_policy", "sequence_kl", "log_evaluation", "evaluator",
     "ScoredRollout", "as_reward_fn", "collect_rollouts", "frozen_copy", "sampled_kl", "OnlineRun", "prepare_online_run",
+    "policy_and_reference",
     # supervised and reward modelling
     "train_sft", "masked_nll", "sentiment_sft_policy", "arithmetic_sft_policy",
     "train_reward_model", "pairwise_accuracy", "reward_margins",

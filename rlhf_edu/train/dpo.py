@@ -42,7 +42,7 @@ from rlhf_edu.train.preference_data import (
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
 __all__ = ["DPO_LOSSES", "train_dpo"]
@@ -76,6 +76,7 @@ def train_dpo(
     eval_every: int = 16,
     eval_samples: int = 4,
     eval_max_new_tokens: int = 48,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -135,6 +136,12 @@ def train_dpo(
             ``reward_fn``) used only at evaluation: ``eval_gold_reward``, ``eval_reward``.
         eval_prompts: prompts to sample from every ``eval_every`` steps (``eval_samples`` completions each,
             at most ``eval_max_new_tokens`` tokens); None: no evaluation.
+        disable_dropout: set every dropout rate of the policy and the reference to 0 before training
+            (default, as TRL's ``disable_dropout``; ``rlhf_edu.lm.disable_dropout_in_model``, in place and
+            permanent), so the policy in train mode computes what the reference computed: at step 0, where
+            :math:`\pi_\theta = \pi_{ref}`, the loss is exactly :math:`\log 2` and the logged margins,
+            accuracies and implicit rewards are 0, not dropout noise (GPT-2's and OPT's configs default to
+            dropout 0.1). ``False`` keeps the model's dropout in the training forward passes.
         seed: seeds the run (shuffling and torch); the same seed gives the same history on the CPU.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
         progress: show a progress bar.
@@ -176,8 +183,7 @@ def train_dpo(
 
     set_seed(seed)
     device = resolve_device(device)
-    policy.to(device)
-    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
     # log pi_ref(y|x) of every chosen and rejected completion, once: the reference never changes.
     ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)
@@ -186,7 +192,8 @@ def train_dpo(
     history = History(f"dpo-{loss}", dict(beta=beta, loss=loss, gpo_f=gpo_f, slic_delta=slic_delta,
                                           slic_lam=slic_lam, label_smoothing=label_smoothing, sft_weight=sft_weight,
                                           logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size,
-                                          lr=lr, n_pairs=len(prompts), seed=seed))
+                                          lr=lr, n_pairs=len(prompts), disable_dropout=disable_dropout,
+                                          seed=seed))
     n = len(prompts)
 
     def train_step(minibatch):

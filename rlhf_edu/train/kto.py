@@ -17,7 +17,7 @@ estimates :math:`z_0` per batch from *mismatched* pairs: completion :math:`y_{i+
 computed without gradient (the reference point is a constant of the loss, not a target). A pair is
 never matched (``mismatched_indices``): a minibatch of one row, the tail of an epoch when
 ``n % batch_size == 1``, pairs with the next example of the dataset instead of its own completion. The loss is
-``rlhf_edu.torch.kto_loss``. Chapter 6 ("Direct alignment").
+``rlhf_edu.torch.kto_loss``. Chapter 7 ("IPO, KTO, SimPO").
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import optimizer_step, run_steps
 from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps, per_token_nll, take_rows
-from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
 __all__ = ["mismatched_indices", "KL_ESTIMATES", "train_kto"]
@@ -82,6 +82,7 @@ def train_kto(
     eval_every: int = 16,
     eval_samples: int = 4,
     eval_max_new_tokens: int = 48,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -130,6 +131,8 @@ def train_kto(
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
         epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        disable_dropout: dropout off in the policy and the reference (default), as in ``train_dpo``: at
+            step 0 the loss is exactly :math:`\lambda_y / 2` per example and ``kl_reference`` 0.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
             as in ``train_dpo``.
 
@@ -166,8 +169,7 @@ def train_kto(
 
     set_seed(seed)
     device = resolve_device(device)
-    policy.to(device)
-    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = prompt_completion_batch(tokenizer, prompts, completions)
     check_fits_context(policy, data.input_ids)
     ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)  # once, no gradient
@@ -177,7 +179,8 @@ def train_kto(
     history = History("kto", dict(beta=beta, lambda_d=lambda_d, lambda_u=lambda_u, kl_estimate=kl_estimate,
                                   sft_weight=sft_weight,
                                   logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size, lr=lr,
-                                  n_examples=len(prompts), n_desirable=int(labels.sum()), seed=seed))
+                                  n_examples=len(prompts), n_desirable=int(labels.sum()),
+                                  disable_dropout=disable_dropout, seed=seed))
 
     n = len(prompts)
     if kl_estimate == "mismatched" and n < 2:

@@ -12,7 +12,7 @@ odds of the chosen completion relative to the rejected one. With the length-norm
 
 The SFT term keeps the model fluent on the chosen answers (so ORPO can start from a base model); the
 odds-ratio term is a gentle contrast (its gradient vanishes once the chosen odds clearly win). The loss
-is ``rlhf_edu.torch.orpo_loss`` on mean per-token log-probs. Chapter 6 ("Direct alignment"); the lecture
+is ``rlhf_edu.torch.orpo_loss`` on mean per-token log-probs. Chapter 7 ("IPO, KTO, SimPO"); the lecture
 notes list ORPO among the methods that "integrate SFT and alignment into a single process".
 """
 
@@ -33,7 +33,7 @@ from rlhf_edu.train.preference_data import (
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
 __all__ = ["train_orpo"]
@@ -57,6 +57,7 @@ def train_orpo(
     eval_every: int = 16,
     eval_samples: int = 4,
     eval_max_new_tokens: int = 48,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -74,6 +75,8 @@ def train_orpo(
             starting from a base model; starting from an SFT model that already writes the chosen kind of
             text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
         epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        disable_dropout: dropout off in the policy (and the reference) before training (default), as in
+            ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
             ``policy`` as given, made only when ``eval_prompts`` is set).
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``train_dpo``.
@@ -101,14 +104,14 @@ def train_orpo(
 
     set_seed(seed)
     device = resolve_device(device)
-    policy.to(device)
-    if eval_prompts is not None:  # only the evaluation's KL needs a reference
-        ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    # Only the evaluation's KL needs a reference.
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
+                                     reference=eval_prompts is not None)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     history = History("orpo", dict(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
-                                   seed=seed))
+                                   disable_dropout=disable_dropout, seed=seed))
 
     n = len(prompts)
 

@@ -37,8 +37,8 @@ before their end token), token-level KL (``kl_in``), reward normalisation (``rew
 advantage whitening (``whiten_advantages``), critic initialised from the reward model (``critic_init``),
 a lower learning rate for the actor than the critic (``lr`` < ``critic_lr``), the actor frozen while the
 critic warms up (``critic_warmup_steps``), GAE (``gamma``, ``lam``), and Ziegler et al.'s adaptive KL
-controller (``adaptive_kl``). Not implemented: the pre-training (PTX) loss term and the learning-rate
-schedule of the same slide.
+controller (``adaptive_kl``); so is InstructGPT's pre-training mix, PPO-ptx (``ptx_coef``,
+``ptx_examples``). Not implemented: the learning-rate schedule of the same slide.
 
 Measured with the defaults (20 rollout batches of 64 samples) from ``sentiment_sft_policy()``, mean gold
 reward of samples on the 8 test prompts (128 samples) before -> after, exact KL to the SFT model after, CPU
@@ -60,14 +60,16 @@ import math
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, ValueModel, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import RewardModel, ValueModel, disable_dropout_in_model, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm.batching import prompt_completion_batch
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
-from rlhf_edu.train.data import minibatches
+from rlhf_edu.train.data import check_fits_context, minibatches
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import check_finite_grads, check_finite_loss, run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, frozen_copy, sampled_kl
+from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, policy_and_reference, sampled_kl
+from rlhf_edu.train.sft import masked_nll
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
 __all__ = ["AdaptiveKLController", "RunningMoments", "train_ppo", "KL_PLACEMENTS", "REWARD_NORMALIZATIONS",
@@ -200,6 +202,8 @@ def train_ppo(
     value_clip: float | None = 0.2,
     vf_coef: float = 0.1,
     entropy_coef: float = 0.0,
+    ptx_coef: float = 0.0,
+    ptx_examples=None,
     whiten_advantages: bool = True,
     reward_normalization: str | None = "running",
     missing_eos_penalty: float | None = None,
@@ -209,6 +213,7 @@ def train_ppo(
     gold_reward_fn=None,
     eval_prompts=None,
     eval_every: int = 10,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -248,6 +253,13 @@ def train_ppo(
             optimiser here, so this mostly rescales the critic's gradient (Adam undoes most of it); it
             matters when a critic shares the policy's backbone.
         entropy_coef: weight :math:`w_H` of the entropy bonus (token mean, nats per token).
+        ptx_coef, ptx_examples: InstructGPT's pre-training mix, PPO-ptx (Ouyang et al. 2022, eq. 2, the term
+            :math:`\gamma\,\mathbb E_{x \sim D_{pretrain}}[\log \pi_\theta(x)]` of the objective; the paper
+            uses :math:`\gamma = 27.8`). With ``ptx_coef`` :math:`\gamma > 0` every actor update adds
+            :math:`\gamma` times the mean negative log-likelihood per token of ``minibatch_size`` texts drawn
+            with replacement from ``ptx_examples`` (a list of non-empty strings, every token trained on: after
+            ``<bos>``, ``<eos>`` appended) to the actor's loss, and the history logs that NLL as ``ptx_loss``
+            (nats per token). Default 0: plain PPO (the paper's "PPO" models), no pre-training text drawn.
         whiten_advantages: normalise advantages to mean 0, std 1 over the batch's completion tokens.
         reward_normalization: ``None`` (raw scores), ``"batch"`` (each batch's scores to mean 0, std 1) or
             ``"running"`` (by the running mean and std of all scores so far, ``RunningMoments``).
@@ -262,6 +274,11 @@ def train_ppo(
             ``eval_every``, ... (before that step's update) and once more after the last step, in an extra
             row ``step=steps``; columns ``eval_reward``, ``eval_gold_reward``, ``eval_kl`` (exact sequence
             KL to the reference), ``eval_entropy``, ``eval_length``.
+        disable_dropout: set every dropout rate of the policy, the reference and the critic to 0 first
+            (default; ``rlhf_edu.train.rollouts.policy_and_reference``): the policy updates in train mode and
+            its rollout log-probs come from eval mode, and only without dropout are they the same function,
+            so the ratio :math:`\pi_\theta / \pi_{\theta_{old}}` is exactly 1 at the first minibatch and the
+            clipping acts on policy change, not on dropout noise. ``False`` keeps the models' dropout.
         seed, device, progress: random seed (same seed, same history on the CPU), ``"auto"``/``"cpu"``/
             ``"cuda"``, progress bar.
 
@@ -311,6 +328,18 @@ def train_ppo(
         value_clip = check_positive("value_clip", value_clip)
     vf_coef = check_nonnegative("vf_coef", vf_coef)
     entropy_coef = check_nonnegative("entropy_coef", entropy_coef)
+    ptx_coef = check_nonnegative("ptx_coef", ptx_coef)
+    ptx_batch = None
+    if ptx_coef > 0:  # PPO-ptx: the pre-training texts, encoded once (every token a target)
+        if ptx_examples is None:
+            raise ValueError("ptx_coef > 0 needs ptx_examples, the pre-training texts of the PPO-ptx term")
+        if isinstance(ptx_examples, str):
+            raise TypeError("ptx_examples must be a list of strings, got a single string; wrap it: [text]")
+        ptx_examples = list(ptx_examples)
+        if not ptx_examples or not all(isinstance(t, str) and t for t in ptx_examples):
+            raise ValueError("ptx_examples must be a non-empty list of non-empty strings")
+        ptx_batch = prompt_completion_batch(tokenizer, [""] * len(ptx_examples), ptx_examples)
+        check_fits_context(policy, ptx_batch.input_ids, name="ptx_examples")
     check_choice("reward_normalization", reward_normalization, REWARD_NORMALIZATIONS)
     if missing_eos_penalty is not None:
         missing_eos_penalty = check_nonnegative("missing_eos_penalty", missing_eos_penalty)
@@ -342,12 +371,9 @@ def train_ppo(
     # ----- the four models: actor, critic, reference, reward -----------------------------------------
     set_seed(seed)
     device = resolve_device(device)
-    # Dropout off (eval mode) for the whole run, as in TRL: the ratio pi / pi_old is then exactly 1 before
-    # the first update instead of noise. Gradients flow in eval mode all the same.
-    policy.to(device).eval()
-    if ref_model is None:
-        ref_model = frozen_copy(policy)  # the SFT model, before any update
-    ref_model.to(device).eval()
+    # Dropout off (disable_dropout): the ratio pi / pi_old is then exactly 1 before the first update instead of
+    # noise. The reference is the SFT model, before any update.
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     if isinstance(reward_fn, RewardModel):
         reward_fn.to(device).eval()
     if value_model is not None:
@@ -356,7 +382,9 @@ def train_ppo(
         critic = ValueModel.from_reward_model(reward_fn)  # InstructGPT: the critic starts as the reward model
     else:
         critic = ValueModel(copy.deepcopy(policy), seed=seed)
-    critic.to(device).eval()
+    critic.to(device)
+    if disable_dropout:
+        disable_dropout_in_model(critic)
     # Separate optimisers: the critic learns faster than the actor (the lecture notes' PPO tricks).
     actor_opt = torch.optim.Adam(policy.parameters(), lr=lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr)
@@ -365,14 +393,17 @@ def train_ppo(
     config = dict(steps=steps, batch_size=batch_size, ppo_epochs=ppo_epochs, minibatch_size=minibatch_size, lr=lr,
                   critic_lr=critic_lr, kl_coef=kl_coef, adaptive_kl=repr(kl_controller), kl_estimator=kl_estimator,
                   kl_in=kl_in, gamma=gamma, lam=lam, clip_eps=clip_eps, value_clip=value_clip, vf_coef=vf_coef,
-                  entropy_coef=entropy_coef, whiten_advantages=whiten_advantages,
+                  entropy_coef=entropy_coef, ptx_coef=ptx_coef, whiten_advantages=whiten_advantages,
                   reward_normalization=reward_normalization, missing_eos_penalty=missing_eos_penalty,
                   critic_init="given" if value_model is not None else critic_init,
                   critic_warmup_steps=critic_warmup_steps, max_new_tokens=max_new_tokens, temperature=temperature,
-                  seed=seed)
+                  disable_dropout=disable_dropout, seed=seed)
     history = History("ppo", config)
     prompt_gen = torch.Generator().manual_seed(seed)  # prompts and minibatch order, on the CPU
     sample_gen = torch.Generator(device=device).manual_seed(seed)  # the sampler's stream
+    ptx_gen = torch.Generator().manual_seed(seed + 1)  # PPO-ptx's draws, apart: ptx_coef=0 leaves the run as it was
+    if ptx_batch is not None:
+        ptx_batch = ptx_batch.to(device)
 
     def train_step(step):
         beta = kl_controller.value if kl_controller is not None else kl_coef
@@ -427,6 +458,12 @@ def train_ppo(
                                                       return_stats=True)
                 entropy = _masked_mean(ent, m)
                 actor_loss = policy_loss - entropy_coef * entropy
+                if ptx_batch is not None:  # PPO-ptx: + gamma * NLL of pre-training texts (InstructGPT eq. 2)
+                    pick = torch.randint(len(ptx_batch), (len(idx),), generator=ptx_gen).to(device)
+                    ptx_logp = token_logprobs(policy, ptx_batch.input_ids[pick], ptx_batch.attention_mask[pick])
+                    ptx_loss = masked_nll(ptx_logp, ptx_batch.completion_mask[pick])
+                    actor_loss = actor_loss + ptx_coef * ptx_loss
+                    sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(ptx_loss.detach())
                 if kl_in == "loss":  # GRPO-style: beta * KL estimate of the current policy in the loss
                     actor_loss = actor_loss + beta * _masked_mean(rt.kl_estimate(logp, logp_ref[idx], kl_estimator), m)
                 if actor_frozen:
@@ -466,11 +503,15 @@ def train_ppo(
             row["gold_reward"] = float(batch.gold_rewards.mean())
         return row
 
+    policy.train()  # the updates run in train mode (sampling and the rollout log-probs in eval mode)
+    critic.train()
     run_steps(range(steps), train_step, history=history, total=steps, description="ppo",
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=1, max_new_tokens=max_new_tokens,
                                  temperature=temperature),
               eval_every=eval_every, progress=progress, postfix=("reward", "kl"))
+    policy.eval()
+    critic.eval()
     history.value_model = critic
     history.kl_controller = kl_controller
     return policy, history

@@ -74,6 +74,7 @@ def train_rest(
     eval_prompts=None,
     eval_every: int = 1,
     eval_samples: int = 4,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -103,6 +104,8 @@ def train_rest(
         ref_model: the reference for the logged KL; default a frozen deep copy of ``policy`` as given.
         gold_reward_fn: ``fn(completions, prompts) -> (B,)`` logged as ``gold_reward`` (never trained on).
         eval_prompts, eval_samples: evaluate before every ``eval_every``-th Improve step and at the end.
+        disable_dropout: dropout off in the policy and the reference (default), as ``rlhf_edu.train.grpo``,
+            and in the SFT of the Improve steps (``train_sft``'s option of the same name).
         seed, device, progress: as ``rlhf_edu.train.grpo``.
 
     Returns:
@@ -140,13 +143,14 @@ def train_rest(
     data_prompts, data_completions = ([], []) if examples is None else prompt_completion_pairs(examples)
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device)
+                             device=device, disable_dropout=disable_dropout)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
     device, ref_model = run.device, run.ref_model
     history = History("rest", dict(grow_steps=grow_steps, improve_steps=improve_steps,
                                    samples_per_prompt=samples_per_prompt, thresholds=thresholds, epochs=epochs,
                                    batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, n_examples=len(data_prompts), seed=seed))
+                                   temperature=temperature, n_examples=len(data_prompts),
+                                   disable_dropout=disable_dropout, seed=seed))
     sample_stream = run.sample_stream
 
     chunk = max(1, 256 // samples_per_prompt)  # prompts per generate call: at most ~256 rows at once
@@ -189,7 +193,8 @@ def train_rest(
             kept = [(grown["prompts"][i], grown["completions"][i]) for i in keep]
             step = grow * improve_steps + improve
             policy, sft_history = train_sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
-                                      seed=seed + step, device=device, progress=False)
+                                      disable_dropout=disable_dropout, seed=seed + step, device=device,
+                                      progress=False)
             loss = float(np.mean(sft_history["loss"]))
             policy.eval()
         return dict(grow=grow, improve=improve, threshold=tau, kept=keep.size, kept_fraction=keep.size / len(rewards),

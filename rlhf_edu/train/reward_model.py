@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, prompt_completion_batch, resolve_device, set_seed
+from rlhf_edu.lm import RewardModel, disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import optimizer_step, run_steps
@@ -141,6 +141,7 @@ def train_reward_model(
     max_grad_norm: float | None = 1.0,
     eval_pairs=None,
     eval_every: int = 16,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -174,6 +175,9 @@ def train_reward_model(
         l2_reward: :math:`\eta \ge 0`, the weight of the reward-centering regulariser (default 0).
         eval_pairs: held-out pair records; ``eval_accuracy`` (``pairwise_accuracy``) and ``eval_margin``
             (mean of ``reward_margins``) every ``eval_every`` steps and after the last one.
+        disable_dropout: set every dropout rate of ``rm`` to 0 first (default; as TRL's reward trainer,
+            ``rlhf_edu.lm.disable_dropout_in_model``, in place): the rewards the loss sees in train mode are
+            then the ones ``reward_margins`` and the RL trainers read in eval mode. ``False`` keeps them.
         seed, device, progress: as in every trainer.
 
     Returns:
@@ -227,6 +231,8 @@ def train_reward_model(
     set_seed(seed)
     device = resolve_device(device)
     rm.to(device)
+    if disable_dropout:
+        disable_dropout_in_model(rm)
     if margins is not None:
         margins = torch.as_tensor(margins, dtype=next(rm.parameters()).dtype, device=device)
     # (winner, loser) positions of every pair of a best-first ranking of K, weights 1/C(K, 2).
@@ -236,7 +242,7 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
     history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, batch_size=batch_size, lr=lr,
                                            margin=None if margin is None else "given", l2_reward=l2_reward,
-                                           n_records=n, seed=seed))
+                                           n_records=n, disable_dropout=disable_dropout, seed=seed))
 
     def evaluate():
         m = reward_margins(rm, tokenizer, eval_records)

@@ -58,6 +58,7 @@ def train_rloo(
     eval_prompts=None,
     eval_every: int = 10,
     eval_samples: int = 4,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -85,6 +86,8 @@ def train_rloo(
             smaller).
         max_new_tokens, temperature, ref_model, gold_reward_fn: as ``rlhf_edu.train.grpo``.
         eval_prompts, eval_every, eval_samples, seed, device, progress: as ``rlhf_edu.train.grpo``.
+        disable_dropout: dropout off in the policy and the reference (default), as ``rlhf_edu.train.grpo``:
+            the log-probs the loss reinforces are then those of the policy that sampled.
 
     Returns:
         ``(policy, history)``, one row per step: ``loss``, ``reward`` (mean raw reward :math:`r` of the
@@ -121,13 +124,14 @@ def train_rloo(
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device)
+                             device=device, disable_dropout=disable_dropout)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
     device, ref_model = run.device, run.ref_model
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     history = History("rloo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
                                    beta=beta, estimator=estimator, aggregation=aggregation,
-                                   max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+                                   max_new_tokens=max_new_tokens, temperature=temperature,
+                                   disable_dropout=disable_dropout, seed=seed))
     prompt_stream, sample_stream = run.prompt_stream, run.sample_stream
 
     def train_step(step):
@@ -159,6 +163,7 @@ def train_rloo(
                     entropy=(token_entropy.detach() * mask).sum(-1).mean(),
                     length=rollout.completion_lengths.float().mean())
 
+    policy.train()  # updated in train mode; generate() samples in eval mode
     run_steps(range(steps), train_step, history=history, total=steps, description="rloo",
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),

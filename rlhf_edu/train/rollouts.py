@@ -15,11 +15,21 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, Rollout, generate, prompt_completion_batch, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import (
+    RewardModel,
+    Rollout,
+    disable_dropout_in_model,
+    generate,
+    prompt_completion_batch,
+    resolve_device,
+    set_seed,
+    token_logprobs,
+)
 from rlhf_edu.train.prompts import check_prompts
 
-__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy", "collect_rollouts",
-           "sampled_kl"]
+__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy",
+           "policy_and_reference", "collect_rollouts",
+           "sampled_kl", "select_rows", "concat_rollouts", "truncated_rows"]
 
 
 @dataclass
@@ -112,6 +122,28 @@ def frozen_copy(model):
     return ref
 
 
+def policy_and_reference(policy, ref_model, device, *, disable_dropout: bool = True, reference: bool = True):
+    """Put the policy and its reference on ``device``, dropout off in both; returns the reference.
+
+    With ``disable_dropout`` (every trainer's default) both first lose every dropout rate
+    (``rlhf_edu.lm.disable_dropout_in_model``, in place), so the policy in train mode computes the function
+    the reference and the sampler (eval mode) compute: at step 0 the policy IS the reference, DPO's loss is
+    exactly log 2 and PPO's ratio exactly 1, instead of dropout noise. ``ref_model=None`` makes the
+    reference a frozen copy of ``policy`` as given (``frozen_copy``; none when ``reference`` is False: SimPO
+    and ORPO without evaluation); a given reference is moved to ``device`` in eval mode. What every trainer
+    with a reference calls, the one place this is decided.
+    """
+    policy.to(device)
+    if disable_dropout:
+        disable_dropout_in_model(policy)
+    if ref_model is None:
+        return frozen_copy(policy) if reference else None
+    ref_model.to(device).eval()
+    if disable_dropout:
+        disable_dropout_in_model(ref_model)
+    return ref_model
+
+
 @torch.no_grad()
 def collect_rollouts(
     policy,
@@ -174,6 +206,75 @@ def sampled_kl(batch: ScoredRollout) -> torch.Tensor:
     return (rt.kl_estimate(batch.logp_old, batch.logp_ref, "k3") * mask).sum(-1)
 
 
+def select_rows(batch: ScoredRollout, rows) -> ScoredRollout:
+    """The completions ``rows`` (indices or a boolean mask over the batch) of ``batch``, same layout.
+
+    Used to keep some groups of a batch (DAPO's dynamic sampling) or to leave truncated completions out of
+    a loss. ``num_samples`` is kept: select whole groups when the result is read group-wise.
+    """
+    r = batch.rollout
+    rows = torch.as_tensor(rows, device=r.input_ids.device)
+    if rows.dtype == torch.bool:
+        rows = rows.nonzero().flatten()
+    idx = rows.tolist()
+    rollout = Rollout(r.input_ids[rows], r.attention_mask[rows], r.completion_mask[rows], r.prompt_length,
+                      [r.prompts[i] for i in idx], [r.completions[i] for i in idx],
+                      None if r.token_logprobs is None else r.token_logprobs[rows], r.num_samples)
+    return ScoredRollout(rollout, batch.rewards[rows], batch.logp_old[rows],
+                         None if batch.logp_ref is None else batch.logp_ref[rows],
+                         None if batch.gold_rewards is None else batch.gold_rewards[idx])
+
+
+def concat_rollouts(batches, pad_token_id: int) -> ScoredRollout:
+    """One ``ScoredRollout`` from several, re-padded to a common layout (prompts left, completions right).
+
+    Each batch has its own prompt width ``P`` and length; the result takes the widest prompt and the
+    longest completion, padding with ``pad_token_id`` (attention and completion masks 0, log-probs 0). Position
+    ids come from the attention mask, so the padding changes no log-probability beyond rounding.
+    """
+    batches = list(batches)
+    if not batches:
+        raise ValueError("batches is empty: nothing to concatenate")
+    if len(batches) == 1:
+        return batches[0]
+    width_p = max(b.rollout.prompt_length for b in batches)
+    width_c = max(b.rollout.input_ids.shape[1] - b.rollout.prompt_length for b in batches)
+
+    def pad(x, b, value):
+        left = width_p - b.rollout.prompt_length
+        right = width_c - (x.shape[1] - b.rollout.prompt_length)
+        return torch.nn.functional.pad(x, (left, right), value=value)
+
+    def cat(get, value):
+        parts = [get(b) for b in batches]
+        return None if any(p is None for p in parts) else torch.cat([pad(p, b, value) for p, b in zip(parts, batches)])
+
+    rs = [b.rollout for b in batches]
+    rollout = Rollout(cat(lambda b: b.rollout.input_ids, pad_token_id), cat(lambda b: b.rollout.attention_mask, 0),
+                      cat(lambda b: b.rollout.completion_mask, 0), width_p, [p for r in rs for p in r.prompts],
+                      [c for r in rs for c in r.completions], cat(lambda b: b.rollout.token_logprobs, 0.0),
+                      rs[0].num_samples)
+    golds = [b.gold_rewards for b in batches]
+    return ScoredRollout(rollout, torch.cat([b.rewards for b in batches]), cat(lambda b: b.logp_old, 0.0),
+                         cat(lambda b: b.logp_ref, 0.0),
+                         None if any(g is None for g in golds) else np.concatenate(golds))
+
+
+def truncated_rows(rollout: Rollout, max_new_tokens: int, eos_token_id) -> torch.Tensor:
+    """``(B,)`` bool: completions cut by the length limit, ``max_new_tokens`` tokens and no EOS at the end.
+
+    A completion whose EOS is exactly its ``max_new_tokens``-th token ended on its own and is not truncated.
+    With ``eos_token_id`` None (a tokenizer without EOS) every completion of full length counts as truncated.
+    """
+    lengths = rollout.completion_lengths
+    full = lengths >= max_new_tokens
+    if eos_token_id is None:
+        return full
+    last = (rollout.prompt_length + lengths - 1).clamp(min=0, max=rollout.input_ids.shape[1] - 1)
+    ends_with_eos = rollout.input_ids.gather(1, last[:, None]).squeeze(1) == eos_token_id
+    return full & ~ends_with_eos
+
+
 @dataclass
 class OnlineRun:
     """What an online trainer (GRPO, RLOO, ReST) starts from; made by ``prepare_online_run``.
@@ -181,8 +282,9 @@ class OnlineRun:
     Attributes:
         prompts, eval_prompts: the checked prompt lists (``eval_prompts`` may be None).
         reward_fn, gold_fn: ``(completions, prompts) -> np.ndarray`` (``gold_fn`` may be None).
-        device: the resolved device; the policy is on it, in eval mode (no dropout: the policy that
-            samples and the policy the loss sees are the same function).
+        device: the resolved device; the policy is on it, in eval mode, and with ``disable_dropout`` its
+            dropout is off (``policy_and_reference``), so the policy that samples (eval mode) and the policy
+            the loss sees (train mode) are the same function.
         ref_model: the frozen reference on the device (a copy of the policy as given, by default).
         prompt_stream: CPU generator of the prompt draws; ``sample_stream``: the sampler's, on the device.
     """
@@ -198,8 +300,11 @@ class OnlineRun:
 
 
 def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=None, eval_prompts=None,
-                       ref_model=None, max_new_tokens: int, seed: int, device="auto") -> OnlineRun:
+                       ref_model=None, max_new_tokens: int, seed: int, device="auto",
+                       disable_dropout: bool = True) -> OnlineRun:
     """Check the prompts against the context, wrap the rewards, seed, place the models: an ``OnlineRun``.
+
+    The models are placed by ``policy_and_reference`` (dropout off in both with ``disable_dropout``).
 
     Raises ``ValueError`` for empty prompts, prompts that do not fit the context with ``max_new_tokens``,
     or a tokenizer without a pad token; ``TypeError`` for a reward that is neither callable nor a
@@ -212,8 +317,7 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer, "gold_reward_fn")
     set_seed(seed)
     device = resolve_device(device)
-    policy.to(device)
-    ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device).eval()
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     policy.eval()
     return OnlineRun(prompts, eval_prompts, reward_fn, gold_fn, device, ref_model,
                      prompt_stream=torch.Generator().manual_seed(seed),

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from rlhf_edu.lm import prompt_completion_batch, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed, token_logprobs
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import NonFiniteLossError, optimizer_step
@@ -52,6 +52,7 @@ def train_sft(
     loss_on: str = "completion",
     loss_reduction: str = "token_mean",
     max_grad_norm: float | None = 1.0,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -61,6 +62,11 @@ def train_sft(
 
     ``examples``: records ``{"prompt", "completion"}`` or ``(prompt, completion)`` tuples. The history logs
     ``loss``, ``tokens`` and ``seconds`` (since the start) per optimiser step.
+
+    ``disable_dropout=True`` (default) sets every dropout rate of ``model`` to 0 first
+    (``rlhf_edu.lm.disable_dropout_in_model``, in place), as every trainer of the book does: the logged loss
+    is then the model's loss, not a dropout sample, and the SFT model that later serves as policy and
+    reference has no dropout to make them differ. ``False`` trains with the model's dropout (a regulariser).
 
     >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
@@ -73,11 +79,14 @@ def train_sft(
     set_seed(seed)
     device = resolve_device(device)
     model.to(device).train()
+    if disable_dropout:
+        disable_dropout_in_model(model)
     batch = prompt_completion_batch(tokenizer, prompts, completions)
     check_fits_context(model, batch.input_ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history = History("sft", dict(epochs=epochs, batch_size=batch_size, lr=lr, loss_on=loss_on,
-                                  loss_reduction=loss_reduction, n_examples=len(prompts), seed=seed))
+                                  loss_reduction=loss_reduction, n_examples=len(prompts),
+                                  disable_dropout=disable_dropout, seed=seed))
     n = len(prompts)
     bar = progress_bar(steps_per_run(n, batch_size, epochs), "sft", progress)
     start = time.perf_counter()

@@ -12,7 +12,7 @@ SimPO (Meng, Xia and Chen, 2024) replaces DPO's implicit reward :math:`\beta\log
 
 No reference model enters the loss (half the forward passes of DPO); the length normalisation removes
 DPO's incentive to change the length of its answers. The loss is ``rlhf_edu.torch.simpo_loss``.
-Chapter 6 ("Direct alignment"); the lecture notes list SimPO under "remove the reference policy" and
+Chapter 7 ("IPO, KTO, SimPO"); the lecture notes list SimPO under "remove the reference policy" and
 "length control".
 """
 
@@ -34,7 +34,7 @@ from rlhf_edu.train.preference_data import (
     preference_triples,
     take_rows,
 )
-from rlhf_edu.train.rollouts import frozen_copy
+from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
 
 __all__ = ["train_simpo"]
@@ -60,6 +60,7 @@ def train_simpo(
     eval_every: int = 16,
     eval_samples: int = 4,
     eval_max_new_tokens: int = 48,
+    disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
     progress: bool = True,
@@ -82,6 +83,8 @@ def train_simpo(
             about 0.5 gives the default 1.0).
         sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
         epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        disable_dropout: dropout off in the policy (and the reference) before training (default), as in
+            ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
             a frozen copy of ``policy`` as given, made only when ``eval_prompts`` is set).
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: as in ``train_dpo``.
@@ -110,14 +113,15 @@ def train_simpo(
 
     set_seed(seed)
     device = resolve_device(device)
-    policy.to(device)
-    if eval_prompts is not None:  # only the evaluation's KL needs a reference
-        ref_model = frozen_copy(policy) if ref_model is None else ref_model.to(device)
+    # Only the evaluation's KL needs a reference.
+    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
+                                     reference=eval_prompts is not None)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs,
-                                    batch_size=batch_size, lr=lr, n_pairs=len(prompts), seed=seed))
+                                    batch_size=batch_size, lr=lr, n_pairs=len(prompts),
+                                    disable_dropout=disable_dropout, seed=seed))
 
     n = len(prompts)
 

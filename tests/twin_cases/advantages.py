@@ -65,6 +65,12 @@ CASES = {
         Case((_equal, "population", 0.0), id="equal_eps0"),
         Case((_equal, "sample"), id="equal_sample"),
         Case((_equal, None), id="equal_dr_grpo"),
+        Case((_groups, "population", 1e-6, "batch"), grad=("rewards",), id="batch_scale"),
+        Case((_groups, "sample", 0.0, "batch"), grad=("rewards",), id="batch_scale_sample"),
+        Case((_rewards3, "population", 1e-6, "batch"), grad=("rewards",), id="batch_scale_3d"),
+        Case((_equal, "population", 0.0, "batch"), id="batch_scale_with_equal_groups"),
+        Case((_equal[:2], "population", 0.0, "batch"), id="batch_scale_all_equal"),
+        Case((_groups[0], "population", 1e-6, "batch"), id="batch_scale_one_group"),
     ],
     "constant_groups": [
         Case((_equal,), id="equal_and_not"),

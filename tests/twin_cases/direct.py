@@ -58,6 +58,12 @@ CASES = {
         Case((_big, 1.0, "logistic"), grad=("rho",), id="logistic-1e4"),
         Case((_big, 1.0, "savage"), grad=("rho",), id="savage-1e4"),
     ],
+    # kahneman_tversky_value: gradient cases keep away from z = z0, where the slope is infinite
+    "kahneman_tversky_value": [
+        Case((_rho, np.array(0.0)), grad=("z", "z0"), id="defaults"),
+        Case((_rho, np.array(0.5), 0.5, 2.0), grad=("z", "z0"), id="z0-0.5-alpha0.5"),
+        Case((_rho.reshape(7, 1), np.array([-4.0, 5.0]), 1.0, 1.0), grad=("z", "z0"), id="broadcast-linear"),
+    ],
     "slic_loss": [
         Case((_pc, _pr, 3.0), grad=("chosen_logps", "rejected_logps"), id="calibration"),
         Case(

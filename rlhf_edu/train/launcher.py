@@ -1,0 +1,337 @@
+r"""``rlhf-edu train``: any trainer of the book on a user's own model folder and JSONL records.
+
+The book trains tiny models built from configs; this is the hand-off to a real one. ``rlhf-edu train
+METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options of the method]`` loads the model and
+its tokenizer from ``DIR`` (anything ``from_pretrained`` loads: a checkpoint on disk, or a
+``rlhf_edu.lm.save_model`` folder), reads and checks the records, trains, and writes to ``--out`` the
+trained model (``save_pretrained``: it loads back with ``AutoModelForCausalLM.from_pretrained``, or
+``rlhf_edu.lm.load_model`` for a reward model), ``history.json``, ``history.png`` and ``metrics.json``, and
+prints before/after numbers of the policy on held-out prompts of the data (reward when there is one,
+exact KL to the starting model, entropy, completion length).
+
+Methods and their records (one JSON object per line):
+
+==========  ================================================  ============================================
+method      trainer (chapter)                                 record fields
+==========  ================================================  ============================================
+sft         ``train_sft`` (0)                                 ``prompt``, ``completion``
+reward      ``train_reward_model`` (1)                        ``prompt``, ``chosen``, ``rejected``
+dpo         ``train_dpo`` (6; ``--loss`` ipo, slic, gpo too)  ``prompt``, ``chosen``, ``rejected``
+ipo         ``train_dpo`` with ``loss="ipo"`` (7)             ``prompt``, ``chosen``, ``rejected``
+simpo       ``train_simpo`` (7)                               ``prompt``, ``chosen``, ``rejected``
+orpo        ``train_orpo`` (7)                                ``prompt``, ``chosen``, ``rejected``
+kto         ``train_kto`` (7)                                 ``prompt``, ``completion``, ``label`` (bool)
+grpo, rloo  ``train_grpo``, ``train_rloo`` (5)                ``prompt`` (needs ``--reward``)
+ppo         ``train_ppo`` (4)                                 ``prompt`` (needs ``--reward``)
+==========  ================================================  ============================================
+
+The options of a method are its trainer's keyword arguments, read from the trainer's signature and the
+``Args:`` section of its docstring (one source of truth: ``rlhf-edu train dpo --help`` lists ``--beta``,
+``--lr``, ... with the trainer's own words) into a dataclass that ``transformers.HfArgumentParser`` parses.
+Arguments that take Python objects (a reference model, evaluation prompts, callables) are not options.
+
+``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer
+steps of ``--batch_size`` records each, the file's records read in order and cycled (one epoch over that
+list; ``--epochs`` is then ignored). ``--reward``: a reward-model folder (``rlhf_edu.lm.save_model`` of a
+``RewardModel``, e.g. the output of ``rlhf-edu train reward``) or ``module:function`` for a Python function
+``fn(completions, prompts) -> rewards``.
+
+Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
+empty field, a label that is not true/false, a prompt longer than the model's context.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import json
+import math
+import re
+import time
+import typing
+from pathlib import Path
+
+__all__ = ["METHODS", "RECORD_FIELDS", "method_options", "read_records", "load_reward", "train_from_files"]
+
+#: method -> (trainer name in ``rlhf_edu.train``, record kind, arguments the method fixes)
+METHODS = {
+    "sft": ("train_sft", "completion", {}),
+    "reward": ("train_reward_model", "pair", {}),
+    "dpo": ("train_dpo", "pair", {}),
+    "ipo": ("train_dpo", "pair", {"loss": "ipo"}),
+    "kto": ("train_kto", "label", {}),
+    "simpo": ("train_simpo", "pair", {}),
+    "orpo": ("train_orpo", "pair", {}),
+    "grpo": ("train_grpo", "prompt", {}),
+    "rloo": ("train_rloo", "prompt", {}),
+    "ppo": ("train_ppo", "prompt", {}),
+}
+#: the fields each kind of record must have (strings, non-empty; ``label`` a JSON boolean)
+RECORD_FIELDS = {
+    "completion": ("prompt", "completion"),
+    "pair": ("prompt", "chosen", "rejected"),
+    "label": ("prompt", "completion", "label"),
+    "prompt": ("prompt",),
+}
+ONLINE_KINDS = ("prompt",)
+# Keyword arguments that are never options: objects, the launcher's own (--steps), the progress bar.
+_NOT_OPTIONS = {"steps", "progress"}
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
+_EVAL_PROMPTS = 16  # held-out prompts of the before/after table
+
+
+def _trainer(method):
+    import rlhf_edu.train as train
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    name, kind, fixed = METHODS[method]
+    return getattr(train, name), kind, fixed
+
+
+def _option_type(parameter):
+    """The Python type of a keyword argument an option can carry, or None (an object: not an option)."""
+    ann = parameter.annotation
+    if isinstance(ann, str):
+        parts = [p.strip() for p in ann.split("|")]
+        base = [p for p in parts if p != "None"]
+        if len(base) == 1 and base[0] in _SIMPLE:
+            t = _SIMPLE[base[0]]
+            return typing.Optional[t] if "None" in parts else t
+        return None
+    default = parameter.default
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, (int, float, str)):
+        return type(default)
+    return None
+
+
+def _docstring_args(fn) -> dict:
+    """``{name: help}`` from the ``Args:`` section of ``fn``'s docstring (Google style)."""
+    doc = inspect.getdoc(fn) or ""
+    helps, current, indent = {}, None, None
+    in_args = False
+    for line in doc.splitlines():
+        if line.strip() == "Args:":
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if line and not line.startswith(" "):  # the next section ("Returns:", ...)
+            break
+        m = re.match(r"^(\s+)([A-Za-z_][\w, ]*):\s*(.*)$", line)
+        if m and (indent is None or len(m.group(1)) == indent):
+            indent = len(m.group(1))
+            names = [n.strip() for n in m.group(2).split(",")]
+            current = names
+            for n in names:
+                helps[n] = m.group(3).strip()
+        elif current and line.strip():
+            for n in current:
+                helps[n] += " " + line.strip()
+    return helps
+
+
+def method_options(method: str):
+    """The options of ``method`` as a dataclass (one field per simple keyword argument of its trainer).
+
+    Field names, types and defaults are the trainer's; each field's ``help`` is the trainer's docstring
+    entry. Arguments the method fixes (``ipo``: ``loss="ipo"``) and object-valued ones are left out.
+
+    >>> fields = {f.name: f for f in dataclasses.fields(method_options("dpo"))}
+    >>> fields["beta"].default, fields["beta"].type
+    (0.3, <class 'float'>)
+    >>> "loss" in {f.name for f in dataclasses.fields(method_options("ipo"))}
+    False
+    """
+    fn, _kind, fixed = _trainer(method)
+    helps = _docstring_args(fn)
+    fields = []
+    for name, p in inspect.signature(fn).parameters.items():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY or name in _NOT_OPTIONS or name in fixed:
+            continue
+        typ = _option_type(p)
+        if typ is None:
+            continue
+        help_text = helps.get(name, "").replace("%", "%%")
+        fields.append((name, typ, dataclasses.field(default=p.default, metadata={"help": help_text})))
+    return dataclasses.make_dataclass(f"{method.upper()}Options", fields)
+
+
+def read_records(path, method: str, tokenizer=None, context: int | None = None) -> list:
+    """Read ``method``'s records from a JSONL file, checking every line; returns a list of dicts.
+
+    With ``tokenizer`` and ``context`` (the model's context in tokens), a prompt that does not fit is an
+    error too. Raises ``ValueError`` naming ``path`` and the line number (from 1) of the first bad record.
+    """
+    _fn, kind, _fixed = _trainer(method)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data: no file {str(path)!r}")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            for field in RECORD_FIELDS[kind]:
+                if field not in record:
+                    raise ValueError(f"{where}: missing field {field!r} ({method} records need "
+                                     f"{', '.join(RECORD_FIELDS[kind])})")
+                value = record[field]
+                if field == "label":
+                    if not isinstance(value, bool):
+                        raise ValueError(f"{where}: 'label' must be true or false, got {value!r}")
+                elif not isinstance(value, str):
+                    raise ValueError(f"{where}: {field!r} must be a string, got {type(value).__name__}")
+                elif not value.strip():
+                    raise ValueError(f"{where}: {field!r} is empty")
+            if tokenizer is not None and context is not None:
+                n = len(tokenizer(record["prompt"])["input_ids"])
+                if n >= context:
+                    raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
+                                     f"no room for a completion")
+            records.append({k: record[k] for k in RECORD_FIELDS[kind]})
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+def load_reward(spec: str, device=None):
+    """A reward from ``--reward``: a saved ``RewardModel`` folder, or ``"module:function"``.
+
+    Raises ``ValueError`` when ``spec`` is neither a folder nor importable, or the folder holds no reward model.
+    """
+    from rlhf_edu.lm import RewardModel, load_model
+
+    if Path(spec).is_dir():
+        model = load_model(spec, device=device)
+        if not isinstance(model, RewardModel):
+            raise ValueError(f"reward: {spec!r} holds a {type(model).__name__}, not a RewardModel "
+                             f"(save one with rlhf_edu.lm.save_model or `rlhf-edu train reward`)")
+        return model
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"reward must be a reward-model folder or 'module:function', got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward: cannot import {spec!r} ({e})") from None
+    if not callable(fn):
+        raise ValueError(f"reward: {spec!r} is not callable")
+    return fn
+
+
+def _cycled(records, n):
+    return [records[i % len(records)] for i in range(n)]
+
+
+def _summary(before, after) -> str:
+    lines = [f"{'':<7} {'reward':>8} {'KL to start':>11} {'entropy':>8} {'length':>7}"]
+    for name, row in (("before", before), ("after", after)):
+        reward = row.get("reward")
+        lines.append(f"{name:<7} {'-' if reward is None else f'{reward:.3f}':>8} {row.get('kl', 0.0):>11.3f} "
+                     f"{row.get('entropy', float('nan')):>8.2f} {row['length']:>7.1f}")
+    return "\n".join(lines)
+
+
+def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: int | None = None, reward=None,
+                     options=None, verbose: bool = True, progress: bool = False) -> dict:
+    """Train ``method`` on the model of ``model_dir`` with the records of ``data``; write to ``out``.
+
+    ``options``: a ``method_options(method)`` instance or a dict of trainer keyword arguments; ``verbose``
+    prints the before/after table, ``progress`` shows the trainer's progress bar. Returns a dict
+    with the before/after evaluation (policy methods), the output paths and the seconds taken.
+    """
+    from rlhf_edu.lm import RewardModel, context_length, load_model, resolve_device, save_model
+    from rlhf_edu.plotting import plot_history
+    from rlhf_edu.train.evaluation import evaluate_policy
+    from rlhf_edu.train.rollouts import frozen_copy
+
+    fn, kind, fixed = _trainer(method)
+    if options is None:
+        options = {}
+    elif dataclasses.is_dataclass(options):
+        options = dataclasses.asdict(options)
+    options = dict(options)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    device = resolve_device(options.get("device", "auto"))
+    options["device"] = device
+    say = print if verbose else (lambda *a: None)
+
+    model, tokenizer = load_model(model_dir, device=device, return_tokenizer=True)
+    if tokenizer is None:
+        raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (save one with the model)")
+    if tokenizer.pad_token is None:  # usual for base checkpoints: pad with EOS (padding is masked everywhere)
+        tokenizer.pad_token = tokenizer.eos_token
+    records = read_records(data, method, tokenizer, context_length(model))
+    say(f"rlhf-edu train {method}: {len(records)} records from {data}, model {model_dir} on {device}")
+
+    needs_reward = kind in ONLINE_KINDS
+    if needs_reward and reward is None:
+        raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
+    reward_fn = None if reward is None else (load_reward(reward, device) if isinstance(reward, str) else reward)
+
+    held_out = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]
+    start = frozen_copy(model)
+    # the table's completions: up to 32 tokens, fewer when the longest held-out prompt leaves less room
+    room = context_length(model) or 10**9
+    eval_tokens = min(32, room - 1 - max(len(tokenizer(p)["input_ids"]) for p in held_out))
+    evaluate = (lambda policy: evaluate_policy(policy, tokenizer, held_out, reward_fn, ref_model=start,
+                                               max_new_tokens=eval_tokens, seed=2024))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+
+    kwargs = {**options, **fixed, "progress": progress}
+    if method == "reward":
+        target = RewardModel.from_pretrained_lm(model, seed=options.get("seed", 0))
+        for p in target.parameters():
+            p.requires_grad_(True)
+        before = None
+    else:
+        target = model
+        before = evaluate(start)
+    if needs_reward:
+        prompts = [r["prompt"] for r in records]
+        if steps is not None:
+            kwargs["steps"] = steps
+        args = (target, tokenizer, prompts, reward_fn)
+    else:
+        if steps is not None:
+            records = _cycled(records, steps * int(kwargs.get("batch_size", 32)))
+            kwargs["epochs"] = 1
+        if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
+            kwargs["reward_fn"] = reward_fn
+        args = (target, tokenizer, records)
+    t0 = time.perf_counter()
+    trained, history = fn(*args, **kwargs)
+    seconds = time.perf_counter() - t0
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(trained, out, tokenizer)
+    history.save_json(out / "history.json")
+    keys = [k for k in ("loss", "reward", "kl", "accuracy") if k in history and not all(map(math.isnan, history[k]))]
+    fig = plot_history(history, keys=keys or ("loss",))
+    fig.savefig(out / "history.png", dpi=100)
+    result = {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
+              "out": str(out)}
+    if before is not None:
+        after = evaluate(trained)
+        result.update(before={k: v for k, v in before.items() if k != "examples"},
+                      after={k: v for k, v in after.items() if k != "examples"})
+        say("")
+        say(_summary(before, after))
+    (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
+    say(f"\n{len(history)} steps in {seconds:.0f} s; wrote {out}/ (model, history.json, history.png, metrics.json)")
+    return result

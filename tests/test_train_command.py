@@ -1,0 +1,180 @@
+"""``rlhf-edu train``: the book's trainers on a user's saved model and JSONL records (rlhf_edu.train.launcher)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from rlhf_edu.cli import main
+from rlhf_edu.lm import load_model
+from rlhf_edu.train.launcher import METHODS, method_options, read_records, train_from_files
+
+PAIRS = [
+    {"prompt": "review: the film was", "chosen": " great fun.", "rejected": " dull."},
+    {"prompt": "review: the song was", "chosen": " great.", "rejected": " dull and long."},
+    {"prompt": "review: the cafe was", "chosen": " fun.", "rejected": " dull."},
+]
+
+
+def byte_level_bpe():
+    """A byte-level BPE (the kind Qwen2, Llama 3 and GPT-2 use) trained here on a few lines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = [p["prompt"] + p["chosen"] for p in PAIRS] + [p["prompt"] + p["rejected"] for p in PAIRS]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def qwen2_dir(tmp_path_factory):
+    """A Qwen2-shaped model (random weights, 2 layers) and its BPE tokenizer, saved with save_pretrained.
+
+    The tokenizer has no pad token, like most base checkpoints: the command pads with EOS."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = byte_level_bpe()
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    path = tmp_path_factory.mktemp("qwen2")
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_train_dpo_on_a_saved_qwen2_writes_a_model_that_from_pretrained_loads(qwen2_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "out"
+    assert main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--steps", "2", "--out", str(out),
+                 "--batch_size", "2", "--beta", "0.1", "--lr", "1e-2", "--sft_weight", "0", "--device", "cpu", "--quiet"]) == 0
+    trained = AutoModelForCausalLM.from_pretrained(out)
+    start = AutoModelForCausalLM.from_pretrained(qwen2_dir)
+    moved = max((a - b).abs().max().item() for a, b in zip(trained.parameters(), start.parameters()))
+    assert moved > 1e-4, "two DPO steps at lr 1e-2 left the weights where they were"
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["rows"]) == 2
+    assert history["rows"][0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # policy == reference at step 0: log 2
+    assert (out / "history.png").stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["before"]["kl"] == pytest.approx(0.0, abs=1e-6) and metrics["after"]["kl"] > 0
+    printed = capsys.readouterr().out
+    assert "KL to start" in printed and "after" in printed
+
+
+def test_grpo_with_a_reward_function_by_name(qwen2_dir, tmp_path):
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
+    result = train_from_files("grpo", qwen2_dir, data, out=tmp_path / "grpo", steps=2,
+                              reward="rlhf_edu.tasks.sentiment:gold_reward",
+                              options={"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 6, "device": "cpu",
+                                       "eval_every": 100}, verbose=False)
+    assert result["steps"] == 2
+    assert {"reward", "kl", "length"} <= set(result["after"])
+    with pytest.raises(ValueError, match="needs a reward"):
+        train_from_files("grpo", qwen2_dir, data, out=tmp_path / "x", steps=1, verbose=False)
+    with pytest.raises(ValueError, match="cannot import"):
+        train_from_files("grpo", qwen2_dir, data, out=tmp_path / "x", steps=1, reward="no_such_module:f",
+                         verbose=False)
+
+
+def test_a_trained_reward_model_is_the_reward_of_an_online_run(qwen2_dir, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    train_from_files("reward", qwen2_dir, pairs, out=tmp_path / "rm", steps=1,
+                     options={"batch_size": 3, "device": "cpu"}, verbose=False)
+    assert type(load_model(tmp_path / "rm")).__name__ == "RewardModel"
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
+    result = train_from_files("rloo", qwen2_dir, prompts, out=tmp_path / "rloo", steps=1, reward=str(tmp_path / "rm"),
+                              options={"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4, "device": "cpu"},
+                              verbose=False)
+    assert result["steps"] == 1 and "reward" in result["after"]
+    with pytest.raises(ValueError, match="not a RewardModel"):
+        train_from_files("rloo", qwen2_dir, prompts, out=tmp_path / "x", steps=1, reward=str(qwen2_dir), verbose=False)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("not json", "line 2: not valid JSON"),
+    ('["a list"]', "line 2: expected a JSON object"),
+    ('{"prompt": "x", "chosen": "y"}', "line 2: missing field 'rejected'"),
+    ('{"prompt": "x", "chosen": "", "rejected": "z"}', "line 2: 'chosen' is empty"),
+    ('{"prompt": "x", "chosen": 3, "rejected": "z"}', "line 2: 'chosen' must be a string"),
+    ('{"prompt": "' + "review: the film was " * 14 + '", "chosen": "y", "rejected": "z"}',
+     "line 2: the prompt is .* tokens, the model's context is 64"),
+])
+def test_a_bad_record_is_named_by_its_line(qwen2_dir, tmp_path, line, message):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(PAIRS[0]) + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=message):
+        train_from_files("dpo", qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False)
+
+
+def test_kto_labels_must_be_booleans(tmp_path):
+    data = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": "a", "completion": "b", "label": True},
+                                                {"prompt": "a", "completion": "c", "label": "yes"}])
+    with pytest.raises(ValueError, match="line 2: 'label' must be true or false"):
+        read_records(data, "kto")
+    assert read_records(write_jsonl(tmp_path / "ok.jsonl", [{"prompt": "a", "completion": "b", "label": False,
+                                                            "extra": 1}]), "kto") == [
+        {"prompt": "a", "completion": "b", "label": False}]
+
+
+def test_options_are_the_trainers_keyword_arguments():
+    from rlhf_edu.train import train_dpo, train_grpo
+
+    dpo = {f.name: f for f in dataclasses.fields(method_options("dpo"))}
+    assert dpo["beta"].default == 0.3 and "implicit KL" in dpo["beta"].metadata["help"]
+    assert {"ref_model", "eval_prompts", "gold_reward_fn", "progress", "steps"}.isdisjoint(dpo)
+    assert "loss" not in {f.name for f in dataclasses.fields(method_options("ipo"))}
+    grpo = {f.name: f for f in dataclasses.fields(method_options("grpo"))}
+    import inspect
+
+    for fn, fields in ((train_dpo, dpo), (train_grpo, grpo)):
+        for name, field in fields.items():
+            assert inspect.signature(fn).parameters[name].default == field.default
+    assert set(METHODS) == {"sft", "reward", "dpo", "ipo", "kto", "simpo", "orpo", "grpo", "rloo", "ppo"}
+
+
+def test_help_lists_the_methods_options(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "kto", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "--lambda_u" in text and "--beta" in text and "--data" in text
+    assert main(["train"]) == 2
+    assert main(["train", "nonsense"]) == 2
+
+
+@pytest.mark.parametrize("method", ["sft", "ipo", "kto", "simpo", "orpo", "ppo"])
+def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    kind = METHODS[method][1]
+    records = {
+        "completion": [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS],
+        "pair": PAIRS,
+        "label": [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"}
+                  for p in PAIRS for k in ("chosen", "rejected")],
+        "prompt": [{"prompt": p["prompt"]} for p in PAIRS],
+    }[kind]
+    data = write_jsonl(tmp_path / "data.jsonl", records)
+    options = {"device": "cpu"}
+    options.update({"batch_size": 4, "minibatch_size": 4, "max_new_tokens": 4} if method == "ppo" else
+                   {"batch_size": 2})
+    result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=1, options=options,
+                              reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
+                              verbose=False)
+    assert result["steps"] == 1 and result["records"] == (len(records) if kind == "prompt" else 2)
+    AutoModelForCausalLM.from_pretrained(tmp_path / method)  # loads
