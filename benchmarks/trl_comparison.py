@@ -29,6 +29,7 @@ from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
 from rlhf_edu.tasks import SentimentTask, gold_reward
 from rlhf_edu.train.dpo import train_dpo
 from rlhf_edu.train.grpo import train_grpo
+from rlhf_edu.train.trl_bridge import trl_records, trl_tokenizer
 
 PAIRS_PER_STEP = 32
 PROMPTS_PER_STEP, GROUP = 8, 8
@@ -67,10 +68,11 @@ def trl_dpo(model, tok, pairs, n):
         cfg = DPOConfig(output_dir=out, per_device_train_batch_size=PAIRS_PER_STEP, max_steps=n, beta=0.1,
                         learning_rate=1e-3, report_to=[], save_strategy="no", logging_steps=10**6,
                         use_cpu=True, dataloader_num_workers=0, max_length=128, disable_tqdm=True)
-        data = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")}
-                                  for r in pairs[: n * PAIRS_PER_STEP]])
+        # the same token ids as rlhf-edu: <bos> read as an id in the prompt text, <eos> as an id after the
+        # completion (without trl_tokenizer, TRL would train on "<eos>" spelled out in five characters)
+        data = Dataset.from_list(trl_records(pairs[: n * PAIRS_PER_STEP], tok))
         trainer = DPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=cfg,
-                             train_dataset=data, processing_class=tok)
+                             train_dataset=data, processing_class=trl_tokenizer(tok))
         return _timed(trainer.train)
 
 
@@ -89,9 +91,9 @@ def trl_grpo(model, tok, prompts, n):
                          learning_rate=5e-4, report_to=[], save_strategy="no", logging_steps=10**6,
                          use_cpu=True, dataloader_num_workers=0, temperature=1.0, loss_type="grpo",
                          disable_tqdm=True)
-        data = Dataset.from_list([{"prompt": p} for p in prompts])
+        data = Dataset.from_list([{"prompt": tok.bos_token + p} for p in prompts])  # rlhf-edu's prompts start with <bos>
         trainer = GRPOTrainer(model=os.path.join(out, "policy"), reward_funcs=reward, args=cfg, train_dataset=data,
-                              processing_class=tok)
+                              processing_class=trl_tokenizer(tok))
         return _timed(trainer.train)
 
 
