@@ -70,6 +70,26 @@ def notebook_has_slider(path: Path) -> bool:
     return False
 
 
+def first_slider_prefix(notebook: Path, out_dir: Path) -> Path:
+    """Write to ``out_dir`` a copy of ``notebook`` that ends with its first slider cell; returns its path.
+
+    The browser check moves the first slider of the page only, and nothing after that cell can change what it
+    draws, so voila need not execute the rest (the chapters' later training cells): the same check, in a
+    fraction of the time. Cells before it run as a reader's Jupyter runs them. Raises ``ValueError`` when the
+    notebook has no slider.
+    """
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    for i, cell in enumerate(nb.get("cells", [])):
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        if cell.get("cell_type") == "code" and _SLIDER_CALL.search(source):
+            nb["cells"] = nb["cells"][: i + 1]
+            out = Path(out_dir) / Path(notebook).name
+            out.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+            return out
+    raise ValueError(f"{notebook} has no slider cell")
+
+
 def slider_notebooks(root: Path) -> list[Path]:
     """The chapter notebooks ``chapters/[0-9A-Z]*_*.ipynb`` under ``root`` that have a slider, sorted."""
     return [p for p in sorted(Path(root, "chapters").glob("[0-9A-Z]*_*.ipynb")) if notebook_has_slider(p)]
