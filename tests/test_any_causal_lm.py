@@ -397,3 +397,41 @@ def test_decoded_prompt_that_ends_inside_a_character():
     assert decode_completions(tok, [ids[:2]], [ids[2:]]) == ["é"]
     with pytest.raises(ValueError, match="one entry per row"):
         decode_completions(tok, [ids[:2]], [])
+
+
+@pytest.mark.parametrize("cls_name", ["PreTrainedTokenizerFast", "LlamaTokenizerFast"])
+def test_a_completion_is_encoded_as_it_follows_its_prompt(cls_name):
+    from rlhf_edu.lm import encode_completion, prompt_completion_batch
+
+    tok = sentencepiece_tokenizer(cls_name)
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    # On its own a completion is read as the start of a text (a leading "▁"); after its prompt it is not
+    assert tok.convert_ids_to_tokens(ids("=7")) == ["▁", "=7"]
+    for prompt, completion in (("review: the", "film was"), ("review: the", " film was"), ("3+4", "=7")):
+        want = ids(prompt + completion)[len(ids(prompt)):]
+        assert ids(prompt + completion)[: len(ids(prompt))] == ids(prompt)
+        assert encode_completion(tok, prompt, completion) == want
+        if not completion.startswith(" "):
+            assert want != ids(completion), "no difference on its own: the case shows nothing"
+        batch = prompt_completion_batch(tok, [prompt], [completion])
+        row = batch.input_ids[0][batch.attention_mask[0].bool()].tolist()
+        assert row == [tok.bos_token_id] + ids(prompt + completion) + [tok.eos_token_id]
+    # prompts given as ids: nothing to read the completion against, so it is tokenized on its own; the same
+    # when the prompt's last piece merges with the completion ("=" and "7" into "=7")
+    assert encode_completion(tok, ids("review: the"), "film") == ids("film")
+    assert ids("3+4=7")[: len(ids("3+4="))] != ids("3+4=")
+    assert encode_completion(tok, "3+4=", "7") == ids("7")
+
+
+def test_encode_completion_falls_back_when_the_prompt_merges_into_the_completion():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhf_edu.lm import encode_completion
+
+    vocab = {c: i for i, c in enumerate("ehrt")} | {"th": 4, "the": 5, "there": 6, "re": 7}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("t", "h"), ("th", "e"), ("r", "e"), ("the", "re")]))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend)
+    assert tok("there", add_special_tokens=False)["input_ids"] == [6]  # one token across the boundary
+    assert encode_completion(tok, "the", "re") == [7]  # "re" on its own

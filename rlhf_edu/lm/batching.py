@@ -23,7 +23,8 @@ import torch
 
 from rlhf_edu.validation import check_integer
 
-__all__ = ["TokenBatch", "position_ids_from_mask", "left_pad", "encode_prompts", "prompt_completion_batch"]
+__all__ = ["TokenBatch", "position_ids_from_mask", "left_pad", "encode_prompts", "encode_completion",
+           "prompt_completion_batch"]
 
 
 def position_ids_from_mask(attention_mask):
@@ -126,6 +127,33 @@ def encode_prompts(tokenizer, prompts, add_bos=True):
     return out
 
 
+def encode_completion(tokenizer, prompt, completion) -> list:
+    """Token ids of ``completion`` as they follow ``prompt``: ``ids(prompt + completion)`` minus ``ids(prompt)``.
+
+    Tokenizing a completion on its own can give other ids than the same text after its prompt:
+    SentencePiece-style tokenizers (Llama, Mistral, Gemma; ``Metaspace``) mark the start of a text, so
+    ``"film"`` alone becomes ``"▁film"`` although after ``"the"`` it would continue the word, and the
+    sampled ids of a completion would not come back when its text is scored. So the completion is read in
+    context when the prompt's ids start the ids of ``prompt + completion``. When they do not (a merge across
+    the boundary, e.g. BPE joining ``"the"`` and ``"re"`` into ``"there"``), or ``prompt`` is given as ids,
+    the completion is tokenized on its own. No special tokens are added. The inverse of
+    ``rlhf_edu.lm.decode_completions``.
+
+    >>> from rlhf_edu.lm import char_tokenizer
+    >>> tok = char_tokenizer()
+    >>> encode_completion(tok, "review: the", " film") == tok(" film", add_special_tokens=False)["input_ids"]
+    True
+    """
+    alone = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    if not isinstance(prompt, str):
+        return alone
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    joint = list(tokenizer(prompt + completion, add_special_tokens=False)["input_ids"])
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return joint[len(prompt_ids):]
+    return alone
+
+
 @dataclass
 class TokenBatch:
     """A padded batch of prompt + completion (layout in the module docstring).
@@ -152,8 +180,9 @@ class TokenBatch:
 def prompt_completion_batch(tokenizer, prompts, completions, add_bos=True, add_eos=True, device=None):
     """Tokenize prompt/completion pairs into a ``TokenBatch`` (the layout ``generate`` returns).
 
-    Prompts go through ``encode_prompts`` (``<bos>`` in front); each completion is tokenized on its own
-    (no special tokens) and ``<eos>`` appended when ``add_eos`` (so an SFT model learns to stop). Strings or
+    Prompts go through ``encode_prompts`` (``<bos>`` in front); each completion is tokenized as it follows
+    its prompt (``encode_completion``, no special tokens) and ``<eos>`` appended when ``add_eos`` (so an SFT
+    model learns to stop). Strings or
     lists of ids are accepted for both. Used by the SFT, reward-model and DPO-family trainers (chapters 1
     and 6), which score given completions rather than sampled ones.
 
@@ -169,6 +198,7 @@ def prompt_completion_batch(tokenizer, prompts, completions, add_bos=True, add_e
     3
     """
     pad = _require_pad(tokenizer)
+    prompts = prompts if isinstance(prompts, str) else list(prompts)
     prompt_ids = encode_prompts(tokenizer, prompts, add_bos=add_bos)
     if isinstance(completions, str):
         raise TypeError("completions must be a list, got a single string; wrap it in [...]")
@@ -181,7 +211,7 @@ def prompt_completion_batch(tokenizer, prompts, completions, add_bos=True, add_e
     completion_ids = []
     for i, completion in enumerate(completions):
         if isinstance(completion, str):
-            ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            ids = encode_completion(tokenizer, prompts[i], completion)  # read in context (see there)
         else:
             ids = _as_id_list(f"completions[{i}]", completion)
         completion_ids.append(ids + ([eos] if add_eos else []))
