@@ -1,0 +1,75 @@
+"""The runs of tests/test_data_parallel.py, unchanged whether one process or ``torchrun`` runs them.
+
+``python tests/data_parallel_worker.py OUT BATCH_SIZE`` trains SFT, DPO and the reward model on a tiny
+model with ``batch_size=BATCH_SIZE`` and GRPO for two steps, and writes to ``OUT`` per process (rank r):
+``{trainer}_rank{r}.pt`` (the final parameters and the history's rows) and ``grpo_samples_rank{r}.json``
+(the prompts and completions the process's reward function saw).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from rlhf_edu.lm import RewardModel, char_tokenizer, tiny_causal_lm
+from rlhf_edu.train import train_dpo, train_grpo, train_reward_model, train_sft
+
+N_EXAMPLES = 19  # with a global batch of 8: shares 4+4, 4+4, then 2+1 (unequal, weighted)
+
+
+def examples():
+    rng = np.random.default_rng(0)
+    sft, pairs = [], []
+    for i in range(N_EXAMPLES):
+        a, b = int(rng.integers(10)), int(rng.integers(10))
+        prompt = f"{a}+{b}="
+        sft.append((prompt, f"{a + b}." + "!" * int(rng.integers(3))))  # unequal lengths: token_mean matters
+        pairs.append({"prompt": prompt, "chosen": f"{a + b}.", "rejected": f"{a + b + 1 + i % 3}."})
+    return sft, pairs
+
+
+def small(tok, seed=0):
+    # float64: the few gradients near 0 that rounding flips in sign would move by ~lr under Adam in float32
+    return tiny_causal_lm(tok, d_model=32, n_layer=1, max_length=32, seed=seed).double()
+
+
+def save(out, name, model, history):
+    rank = int(os.environ.get("RANK", "0"))
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in history.rows]
+    torch.save({"params": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "rows": rows},
+               os.path.join(out, f"{name}_rank{rank}.pt"))
+
+
+def main(out, batch_size):
+    torch.set_num_threads(1)
+    tok = char_tokenizer()
+    sft, pairs = examples()
+    common = dict(batch_size=batch_size, lr=1e-2, epochs=1, seed=0, device="cpu", progress=False)
+
+    model, history = train_sft(small(tok), tok, sft, **common)
+    save(out, "sft", model, history)
+    model, history = train_dpo(small(tok), tok, pairs, **common)
+    save(out, "dpo", model, history)
+    rm = RewardModel(small(tok), seed=0).double()
+    rm, history = train_reward_model(rm, tok, pairs, **common)
+    save(out, "reward_model", rm, history)
+
+    seen = []
+
+    def reward(completions, prompts):
+        seen.append({"prompts": list(prompts), "completions": list(completions)})
+        return np.array([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
+
+    prompts = [f"{a}+{b}=" for a in range(10) for b in range(10)]
+    model, history = train_grpo(small(tok), tok, prompts, reward, group_size=4, prompts_per_step=2, steps=2,
+                                max_new_tokens=6, seed=0, device="cpu", progress=False)
+    save(out, "grpo", model, history)
+    rank = int(os.environ.get("RANK", "0"))
+    with open(os.path.join(out, f"grpo_samples_rank{rank}.json"), "w") as f:
+        json.dump(seen, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
