@@ -96,7 +96,8 @@ class DataParallel:
         if accelerator is None:
             self.device, self.world_size, self.rank = torch.device(device), 1, 0
         else:
-            self.device, self.world_size, self.rank = accelerator.device, accelerator.num_processes, accelerator.process_index
+            self.device = accelerator.device
+            self.world_size, self.rank = accelerator.num_processes, accelerator.process_index
         self.weight = 1.0
 
     @property
@@ -140,6 +141,18 @@ class DataParallel:
         self.weight = self.world_size * len(local) / len(idx)
         return local, self.weight
 
+    def share_items(self, items: list) -> list:
+        """This process's slice ``r`` of a list drawn alike on every process (the prompts of a global
+        batch of an online trainer); the list itself in a single process.
+
+        >>> DataParallel("cpu").share_items(["a", "b"])
+        ['a', 'b']
+        """
+        if not self.distributed:
+            return items
+        local = torch.tensor_split(torch.arange(len(items)), self.world_size)[self.rank]
+        return [items[i] for i in local.tolist()]
+
     def sum(self, value) -> torch.Tensor:
         """The sum over processes of ``value`` (a number or tensor; float64 on this process's device)."""
         value = torch.as_tensor(value, dtype=torch.float64, device=self.device)
@@ -180,8 +193,8 @@ class DataParallel:
         if not self.distributed:
             return metrics
         weight = self.weight if weight is None else weight
-        keys = [k for k, v in metrics.items() if k not in keep and isinstance(v, (int, float, torch.Tensor)) and not isinstance(v, bool)
-                and (not isinstance(v, torch.Tensor) or v.numel() == 1)]
+        keys = [k for k, v in metrics.items() if k not in keep and not isinstance(v, bool)
+                and (isinstance(v, (int, float)) or (isinstance(v, torch.Tensor) and v.numel() == 1))]
         values = torch.tensor([float(metrics[k]) * (1.0 if k in sums else weight) for k in keys],
                               dtype=torch.float64, device=self.device)
         values = self.sum(values)
