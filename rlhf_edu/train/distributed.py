@@ -112,14 +112,20 @@ class DataParallel:
         """Examples per optimiser step over all processes: ``batch_size * world_size``."""
         return batch_size * self.world_size
 
-    def prepare(self, model, optimizer):
-        """``(model to train through, optimizer)``: wrapped by ``accelerator.prepare`` (DDP, FSDP, ...) when
-        distributed, else the arguments themselves. Run the TRAINING forward passes through the returned
-        model (its backward averages the gradients); sample and evaluate with the original (unwrapped) one,
-        which holds the same parameters."""
+    def prepare(self, *objects):
+        """The models and optimizers ``objects`` wrapped by ``accelerator.prepare`` (DDP, FSDP, ...) when
+        distributed, else the objects themselves (a tuple, in the same order). Run the TRAINING forward
+        passes through a returned model (its backward averages the gradients); sample and evaluate with the
+        original (unwrapped) one, which holds the same parameters.
+
+        The accelerator first drops its references to what earlier trainings of this process prepared
+        (``accelerator.free_memory``), so a script that trains several models in turn does not keep them.
+        """
         if not self.distributed:
-            return model, optimizer
-        return self.accelerator.prepare(model, optimizer)
+            return objects
+        self.accelerator.free_memory()
+        prepared = self.accelerator.prepare(*objects)
+        return prepared if isinstance(prepared, tuple) else (prepared,)
 
     def share(self, idx: torch.Tensor):
         """``(local indices, weight)``: this process's slice of the global minibatch ``idx`` and its
@@ -153,6 +159,15 @@ class DataParallel:
         local = torch.tensor_split(torch.arange(len(items)), self.world_size)[self.rank]
         return [items[i] for i in local.tolist()]
 
+    def gather_items(self, items: list) -> list:
+        """The lists ``items`` of all processes concatenated in rank order, on every process
+        (``accelerate.utils.gather_object``); the list itself in a single process."""
+        if not self.distributed:
+            return items
+        from accelerate.utils import gather_object
+
+        return list(gather_object(list(items)))
+
     def sum(self, value) -> torch.Tensor:
         """The sum over processes of ``value`` (a number or tensor; float64 on this process's device)."""
         value = torch.as_tensor(value, dtype=torch.float64, device=self.device)
@@ -161,6 +176,31 @@ class DataParallel:
     def mean(self, value) -> torch.Tensor:
         """The mean over processes of ``value`` (see ``sum``)."""
         return self.sum(value) / self.world_size
+
+    def check_finite_loss(self, loss) -> None:
+        """``rlhf_edu.train.loop.check_finite_loss`` on every process at once: raises ``NonFiniteLossError``
+        on EVERY process when the loss of any process is NaN or inf (one all-reduce of a flag), so no process
+        waits forever in a backward the others skipped."""
+        if not self.distributed:
+            return check_finite_loss(loss)
+        finite = float(bool(torch.isfinite(loss.detach()).all()))
+        if float(self.sum(finite)) < self.world_size:
+            check_finite_loss(loss)
+            raise NonFiniteLossError("the loss of another process is NaN or inf: not updating the model")
+
+    def backward(self, loss) -> None:
+        """``loss.backward()``; ``accelerator.backward`` when distributed (the gradients are averaged)."""
+        if self.distributed:
+            self.accelerator.backward(loss)
+        else:
+            loss.backward()
+
+    def clip_grad_norm_(self, parameters, max_norm: float):
+        """``torch.nn.utils.clip_grad_norm_``; ``accelerator.clip_grad_norm_`` when distributed (FSDP and
+        DeepSpeed clip their sharded gradients themselves)."""
+        if self.distributed:
+            return self.accelerator.clip_grad_norm_(parameters, max_norm)
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
     def optimizer_step(self, optimizer, loss, parameters, max_grad_norm, weight: float | None = None):
         """``rlhf_edu.train.loop.optimizer_step`` over the processes: backpropagate ``weight * loss``
@@ -174,15 +214,12 @@ class DataParallel:
             return optimizer_step(optimizer, loss, parameters, max_grad_norm)
         weight = self.weight if weight is None else weight
         parameters = list(parameters)
-        finite = float(bool(torch.isfinite(loss.detach()).all()))
-        if float(self.sum(finite)) < self.world_size:
-            check_finite_loss(loss)
-            raise NonFiniteLossError("the loss of another process is NaN or inf: not updating the model")
+        self.check_finite_loss(loss)
         optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss * weight if weight != 1.0 else loss)
+        self.backward(loss * weight if weight != 1.0 else loss)
         check_finite_grads(parameters)  # the gradients are averaged: every process decides alike
         if max_grad_norm is not None:
-            self.accelerator.clip_grad_norm_(parameters, max_grad_norm)
+            self.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
 
     def reduce_metrics(self, metrics: dict, weight: float | None = None, sums=(), keep=("epoch", "step")) -> dict:
