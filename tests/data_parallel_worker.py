@@ -1,9 +1,10 @@
 """The runs of tests/test_data_parallel.py, unchanged whether one process or ``torchrun`` runs them.
 
-``python tests/data_parallel_worker.py OUT BATCH_SIZE`` trains SFT, DPO and the reward model on a tiny
-model with ``batch_size=BATCH_SIZE`` and GRPO for two steps, and writes to ``OUT`` per process (rank r):
-``{trainer}_rank{r}.pt`` (the final parameters and the history's rows) and ``grpo_samples_rank{r}.json``
-(the prompts and completions the process's reward function saw).
+``python tests/data_parallel_worker.py OUT BATCH_SIZE`` trains SFT, DPO, SimPO, ORPO and the reward
+model on a tiny model with ``batch_size=BATCH_SIZE``, and GRPO, RLOO and PPO for two steps each, and
+writes to ``OUT`` per process (rank r): ``{trainer}_rank{r}.pt`` (the final parameters and the history's
+rows) and, for the online trainers, ``{trainer}_samples_rank{r}.json`` (the prompts and completions the
+process's reward function saw).
 """
 
 import json
@@ -14,7 +15,8 @@ import numpy as np
 import torch
 
 from rlhf_edu.lm import RewardModel, char_tokenizer, tiny_causal_lm
-from rlhf_edu.train import train_dpo, train_grpo, train_reward_model, train_sft
+from rlhf_edu.train import (train_dpo, train_grpo, train_orpo, train_ppo, train_reward_model, train_rloo, train_sft,
+                            train_simpo)
 
 N_EXAMPLES = 19  # with a global batch of 8: shares 4+4, 4+4, then 2+1 (unequal, weighted)
 
@@ -50,25 +52,32 @@ def main(out, batch_size):
 
     model, history = train_sft(small(tok), tok, sft, **common)
     save(out, "sft", model, history)
-    model, history = train_dpo(small(tok), tok, pairs, **common)
-    save(out, "dpo", model, history)
+    for name, trainer in (("dpo", train_dpo), ("simpo", train_simpo), ("orpo", train_orpo)):
+        model, history = trainer(small(tok), tok, pairs, **common)
+        save(out, name, model, history)
     rm = RewardModel(small(tok), seed=0).double()
     rm, history = train_reward_model(rm, tok, pairs, **common)
     save(out, "reward_model", rm, history)
 
-    seen = []
-
-    def reward(completions, prompts):
-        seen.append({"prompts": list(prompts), "completions": list(completions)})
-        return np.array([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
-
     prompts = [f"{a}+{b}=" for a in range(10) for b in range(10)]
-    model, history = train_grpo(small(tok), tok, prompts, reward, group_size=4, prompts_per_step=2, steps=2,
-                                max_new_tokens=6, seed=0, device="cpu", progress=False)
-    save(out, "grpo", model, history)
-    rank = int(os.environ.get("RANK", "0"))
-    with open(os.path.join(out, f"grpo_samples_rank{rank}.json"), "w") as f:
-        json.dump(seen, f)
+    online = dict(steps=2, max_new_tokens=6, seed=0, device="cpu", progress=False)
+    for name, trainer, options in (
+        ("grpo", train_grpo, dict(group_size=4, prompts_per_step=2)),
+        ("rloo", train_rloo, dict(group_size=4, prompts_per_step=2)),
+        # 8 samples per process, as GRPO's and RLOO's; the actor frozen for the first step
+        ("ppo", train_ppo, dict(batch_size=8, minibatch_size=4, critic_warmup_steps=1)),
+    ):
+        seen = []
+
+        def reward(completions, prompts):
+            seen.append({"prompts": list(prompts), "completions": list(completions)})
+            return np.array([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
+
+        model, history = trainer(small(tok), tok, prompts, reward, **options, **online)
+        save(out, name, model, history)
+        rank = int(os.environ.get("RANK", "0"))
+        with open(os.path.join(out, f"{name}_samples_rank{rank}.json"), "w") as f:
+            json.dump(seen, f)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def _max_difference(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
-@pytest.mark.parametrize("name", ["sft", "dpo", "reward_model"])
+@pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "orpo", "reward_model"])
 def test_two_processes_of_batch_4_take_the_steps_of_one_process_of_batch_8(runs, name):
     one, two = runs
     single, rank0, rank1 = _load(one, name), _load(two, name, 0), _load(two, name, 1)
@@ -82,19 +82,20 @@ def test_two_processes_of_batch_4_take_the_steps_of_one_process_of_batch_8(runs,
                 assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-12), k  # some are float32 means
 
 
-def test_grpo_processes_sample_their_own_prompts_and_completions_and_keep_one_policy(runs):
+@pytest.mark.parametrize("name", ["grpo", "rloo", "ppo"])
+def test_online_processes_sample_their_own_prompts_and_completions_and_keep_one_policy(runs, name):
     one, two = runs
-    seen = [json.loads((two / f"grpo_samples_rank{r}.json").read_text()) for r in (0, 1)]
+    seen = [json.loads((two / f"{name}_samples_rank{r}.json").read_text()) for r in (0, 1)]
     assert len(seen[0]) == len(seen[1]) == 2  # two steps, one batch each
     for step in range(2):
         a, b = seen[0][step], seen[1][step]
-        assert len(a["completions"]) == len(b["completions"]) == 2 * 4  # prompts_per_step x group_size
+        assert len(a["completions"]) == len(b["completions"]) == 8  # the batch of each process
         assert a["prompts"] != b["prompts"]  # slices 0 and 1 of one global draw
         assert a["completions"] != b["completions"]  # each process's own sampling stream
-    # process 0 draws what a single process draws (seed + rank 0): the first half of the global draw
-    single = json.loads((one / "grpo_samples_rank0.json").read_text())
+    # process 0 draws what a single process draws (seed + rank 0): the first slice of the global draw
+    single = json.loads((one / f"{name}_samples_rank0.json").read_text())
     assert single[0]["prompts"] == seen[0][0]["prompts"]
-    rank0, rank1 = _load(two, "grpo", 0), _load(two, "grpo", 1)
+    rank0, rank1 = _load(two, name, 0), _load(two, name, 1)
     assert _max_difference(rank0["params"], rank1["params"]) == 0.0
     assert rank0["rows"] == rank1["rows"]
 
