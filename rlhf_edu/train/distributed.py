@@ -21,6 +21,14 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
   process only, so the ``eval_*`` columns are in the main process's history; only the main process shows
   progress bars (and the launcher saves only there).
 
+The online trainers (GRPO, RLOO, PPO, ReST) draw each step's prompts from a stream seeded alike on every
+process (the global draw; process ``r`` takes slice ``r``) and sample completions from a stream seeded
+with ``seed + rank``, so each process samples its own. What stays per process, as in TRL: GRPO's and
+RLOO's loss normalisation (a token-level aggregation averages the processes' token means), PPO's reward
+and advantage whitening, KTO's SFT term (each process's mean over its desirable examples; KTO's KL
+estimate behind :math:`z_0` is averaged over the global batch), and DAPO's redraws (each process redraws
+for its own slice). ReST gathers the Grow step's samples so every process holds the whole dataset.
+
 In a single process (no ``WORLD_SIZE`` above 1 in the environment) nothing of this happens: no
 ``Accelerator`` is built, the shares are the whole batches with weight 1, and every trainer runs the code
 it ran before, bit for bit.
