@@ -15,7 +15,8 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
   mean over the whole global batch: 2 processes with ``batch_size=4`` take the steps of 1 process with
   ``batch_size=8`` (up to float rounding; ``tests/test_data_parallel.py``). A process whose share is empty
   (a last global batch smaller than N) computes the loss of one stand-in example with weight 0, so it still
-  joins the all-reduce;
+  joins the all-reduce. SFT's ``"token_mean"`` loss, a mean over tokens rather than examples, is divided by
+  the token count of the whole global batch instead (one all-reduce), with the same result;
 - **reduces the logged metrics**: every process logs the same row, the mean over processes of
   :math:`w_r m_r` (the global batch's mean for per-example means); evaluation (sampling) runs on the main
   process only, so the ``eval_*`` columns are in the main process's history; only the main process shows
@@ -23,7 +24,7 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
 
 The online trainers (GRPO, RLOO, PPO, ReST) draw each step's prompts from a stream seeded alike on every
 process (the global draw; process ``r`` takes slice ``r``) and sample completions from a stream seeded
-with ``seed + rank``, so each process samples its own. What stays per process, as in TRL: GRPO's and
+with ``seed + rank``, so each process samples its own. What stays per process: GRPO's and
 RLOO's loss normalisation (a token-level aggregation averages the processes' token means), PPO's reward
 and advantage whitening, KTO's SFT term (each process's mean over its desirable examples; KTO's KL
 estimate behind :math:`z_0` is averaged over the global batch), and DAPO's redraws (each process redraws
@@ -32,6 +33,10 @@ for its own slice). ReST gathers the Grow step's samples so every process holds 
 In a single process (no ``WORLD_SIZE`` above 1 in the environment) nothing of this happens: no
 ``Accelerator`` is built, the shares are the whole batches with weight 1, and every trainer runs the code
 it ran before, bit for bit.
+
+Errors: a NaN or inf loss on any process raises ``rlhf_edu.train.loop.NonFiniteLossError`` on every process
+before any parameter moves (the check is all-reduced, so no process waits forever in a backward the others
+skipped); a ``WORLD_SIZE`` that is not a positive integer raises ``ValueError``.
 
 On the CPU the accelerator is ``Accelerator(cpu=True)``: under ``torchrun`` it runs MULTI_CPU with gloo and
 averaged gradients, whereas a plain ``Accelerator()`` without CUDA would run each process alone.
