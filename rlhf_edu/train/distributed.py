@@ -34,7 +34,8 @@ In a single process (no ``WORLD_SIZE`` above 1 in the environment) nothing of th
 ``Accelerator`` is built, the shares are the whole batches with weight 1, and every trainer runs the code
 it ran before, bit for bit.
 
-Errors: a NaN or inf loss on any process raises ``rlhf_edu.train.loop.NonFiniteLossError`` on every process
+Errors: a launch of several processes without ``accelerate`` installed raises ``ImportError`` saying so; a
+NaN or inf loss on any process raises ``rlhf_edu.train.loop.NonFiniteLossError`` on every process
 before any parameter moves (the check is all-reduced, so no process waits forever in a backward the others
 skipped); a ``WORLD_SIZE`` that is not a positive integer raises ``ValueError``.
 
@@ -82,8 +83,12 @@ def _accelerator(cpu: bool, find_unused_parameters: bool):
     # process group is initialised once.
     key = (cpu, find_unused_parameters)
     if key not in _ACCELERATORS:
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
+        try:
+            from accelerate import Accelerator
+            from accelerate.utils import DistributedDataParallelKwargs
+        except ImportError as exc:  # an optional dependency: only a launch of several processes needs it
+            raise ImportError("training on several processes (WORLD_SIZE > 1) needs Hugging Face accelerate: "
+                              "pip install accelerate (or the project's 'trl' extra)") from exc
 
         kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
         _ACCELERATORS[key] = Accelerator(cpu=cpu, kwargs_handlers=kwargs)
