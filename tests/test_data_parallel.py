@@ -34,6 +34,7 @@ def _environment():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``(one, two)``: the output folders of the plain process (batch 8) and of torchrun (2 x batch 4)."""
+    pytest.importorskip("accelerate", reason="several processes need accelerate (the trl extra, in the lock)")
     one, two = tmp_path_factory.mktemp("one_process"), tmp_path_factory.mktemp("two_processes")
     env = _environment()
     commands = [
