@@ -7,8 +7,9 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
   process, like TRL's ``per_device_train_batch_size``), drawn by the same seeded sampler on every process;
   process ``r`` takes slice ``r`` of it (``torch.tensor_split``, sizes differing by at most one);
 - **averages the gradients**: the model is wrapped by ``accelerator.prepare`` (PyTorch
-  ``DistributedDataParallel`` on several GPUs or on the CPU with gloo; FSDP or DeepSpeed when
-  ``accelerate config`` asks for them), whose backward all-reduces the gradients and divides by N;
+  ``DistributedDataParallel`` on several GPUs or on the CPU with gloo), whose backward all-reduces the
+  gradients and divides by N. accelerate's FSDP and DeepSpeed configurations are untested here: sampling
+  and evaluation call the unwrapped model, which needs its full parameters on every process;
 - **weights unequal shares**: process ``r``'s loss, a mean over its :math:`b_r` examples, is multiplied by
   :math:`w_r = N b_r / B` (:math:`B = \sum_r b_r`), so the averaged gradient
   :math:`\frac{1}{N}\sum_r w_r \nabla \bar\ell_r = \frac{1}{B}\sum_i \nabla \ell_i` is the gradient of the
