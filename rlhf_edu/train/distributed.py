@@ -20,7 +20,8 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
   the token count of the whole global batch instead (one all-reduce), with the same result;
 - **reduces the logged metrics**: every process logs the same row, the mean over processes of
   :math:`w_r m_r` (the global batch's mean for per-example means); evaluation (sampling) runs on the main
-  process only, so the ``eval_*`` columns are in the main process's history; only the main process shows
+  process only, so the ``eval_*`` columns (and the evaluation row after the last step) are in the main
+  process's history only; only the main process shows
   progress bars (and the launcher saves only there).
 
 The online trainers (GRPO, RLOO, PPO, ReST) draw each step's prompts from a stream seeded alike on every
