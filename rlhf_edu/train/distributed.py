@@ -26,11 +26,13 @@ script.py``); each trainer then builds a ``DataParallel`` from the environment (
 
 The online trainers (GRPO, RLOO, PPO, ReST) draw each step's prompts from a stream seeded alike on every
 process (the global draw; process ``r`` takes slice ``r``) and sample completions from a stream seeded
-with ``seed + rank``, so each process samples its own. What stays per process: GRPO's and
-RLOO's loss normalisation (a token-level aggregation averages the processes' token means), PPO's reward
-and advantage whitening, KTO's SFT term (each process's mean over its desirable examples; KTO's KL
-estimate behind :math:`z_0` is averaged over the global batch), and DAPO's redraws (each process redraws
-for its own slice). ReST gathers the Grow step's samples so every process holds the whole dataset.
+with ``seed + rank``, so each process samples its own. GRPO and RLOO weight each process's loss by its
+share of the global rows, or tokens for a token mean (``count_weight``); KTO scores the mismatched pairs
+of the global minibatch for :math:`z_0` and takes its SFT term's mean over the global batch's desirable
+examples; ReST gathers the Grow step's samples so every process holds the whole dataset. What stays per
+process: PPO's reward and advantage whitening (and its per-minibatch token means, so PPO on N processes
+is not PPO with N times the batch), GRPO's ``scale="batch"`` std, and DAPO's redraws (each process
+redraws for its own slice).
 
 In a single process (no ``WORLD_SIZE`` above 1 in the environment) nothing of this happens: no
 ``Accelerator`` is built, the shares are the whole batches with weight 1, and every trainer runs the code
@@ -166,6 +168,21 @@ class DataParallel:
             return idx[:1], 0.0
         self.weight = self.world_size * len(local) / len(idx)
         return local, self.weight
+
+    def count_weight(self, count):
+        r"""``(w_r, C)`` for a loss that is a mean over this process's ``count`` items :math:`c_r` (rows,
+        or tokens for a token mean): :math:`C = \sum_r c_r` over the processes (one all-reduce) and
+        :math:`w_r = N c_r / C` (0 when :math:`C = 0`), so that weighting each process's loss by :math:`w_r`
+        averages to the mean over all :math:`C` items. ``(1.0, count)`` in a single process.
+
+        >>> DataParallel("cpu").count_weight(5)
+        (1.0, 5.0)
+        """
+        count = float(count)
+        if not self.distributed:
+            return 1.0, count
+        total = float(self.sum(count))
+        return (self.world_size * count / total if total > 0 else 0.0), total
 
     def share_items(self, items: list) -> list:
         """This process's slice ``r`` of a list drawn alike on every process (the prompts of a global

@@ -144,8 +144,10 @@ def train_grpo(
             Under ``torchrun --nproc_per_node N`` it is per process: each step draws ``N *
             prompts_per_step`` prompts alike on every process, process ``r`` samples the groups of its slice
             with its own stream (seed + r) and the gradients are averaged (``rlhf_edu.train.distributed``;
-            each process normalises its own loss, so a token-level ``aggregation`` is a mean of the
-            processes' token means; with ``dynamic_sampling`` each process redraws for its own slice).
+            each process's loss is weighted by its share of the global rows, or of the global tokens for
+            ``"token_mean"``, so every ``aggregation`` is that of the global batch; per process stay
+            ``scale="batch"`` (each process's own batch std) and ``dynamic_sampling`` (each process redraws
+            for its own slice).
         steps: rollout batches (each followed by ``num_iterations`` optimiser steps).
         lr, max_grad_norm: AdamW learning rate; gradient-norm clip (None: no clip).
         beta: :math:`\beta \ge 0`, weight of the KL to the reference (0.04, as DeepSeekMath).
@@ -323,13 +325,15 @@ def train_grpo(
         train = select_rows(batch, ~truncated) if mask_truncated else batch
         train_adv = advantages[~truncated] if mask_truncated else advantages
         train_mask = train.rollout.completion_mask
-        weight = 1.0
-        if parallel.distributed and not len(train_adv):  # every process joins every backward: weight 0
-            train, train_adv, train_mask, weight = batch, advantages, mask, 0.0
+        # Under torchrun each process's loss weighs as its share of the global batch's rows (of its tokens
+        # for "token_mean"); a process with nothing to train on joins every backward with weight 0.
+        weight, total = parallel.count_weight(train_mask.sum() if aggregation == "token_mean" else len(train_adv))
+        if total and not len(train_adv):
+            train, train_adv, train_mask = batch, advantages, mask
 
         # Lines 15-19: mu gradient steps on the GRPO objective (eq. 3) over the whole batch.
         losses, clipped = [], []
-        for iteration in range(num_iterations if len(train_adv) else 0):
+        for iteration in range(num_iterations if total else 0):
             logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
                                                  temperature=temperature, return_entropy=True)
             kl_beta = beta if kl_in == "loss" else 0.0

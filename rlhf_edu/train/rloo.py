@@ -75,7 +75,8 @@ def train_rloo(
         policy, tokenizer, prompts, reward_fn: as ``rlhf_edu.train.grpo``.
         group_size: k >= 2 completions per prompt (the leave-one-out baseline needs another sample).
         prompts_per_step, steps, lr, max_grad_norm: batch of ``prompts_per_step * group_size`` samples
-            (per process under ``torchrun``, as in ``train_grpo``);
+            (per process under ``torchrun``, as in ``train_grpo``: each process's loss weighs as its share of
+            the global batch's samples, or tokens for ``"token_mean"``, so the gradient is the global batch's);
             ``steps`` batches, one AdamW step each; gradient-norm clip (None: no clip).
         beta: :math:`\beta \ge 0`, the KL coefficient inside the reward.
         estimator: ``"k1"`` (default, the notes), ``"k2"`` or ``"k3"``: the per-token KL estimate summed into
@@ -160,7 +161,9 @@ def train_rloo(
             loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
         else:
             loss = rt.reinforce_loss(logp, advantages, mask)
-        parallel.optimizer_step(optimizer, loss, model.parameters(), max_grad_norm)
+        # under torchrun: "token_mean" weighs each process's loss as its share of the global batch's tokens
+        weight, _ = parallel.count_weight(mask.sum() if aggregation == "token_mean" else len(advantages))
+        parallel.optimizer_step(optimizer, loss, model.parameters(), max_grad_norm, weight=weight)
 
         gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
         return dict(loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(), **gold,
