@@ -132,9 +132,10 @@ def train_kto(
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
         epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``
-            (``batch_size`` per process under ``torchrun``; the mismatched KL estimate behind :math:`z_0` is
-            then averaged over the global batch, the SFT term is each process's mean over its desirable
-            examples).
+            (``batch_size`` per process under ``torchrun``; the mismatched pairs behind :math:`z_0` and the
+            SFT term's mean over desirable examples are those of the global batch, as in one process; the
+            logged ``desirable_reward``, ``undesirable_reward`` and ``reward`` average each process's means,
+            NaN when a process's share has no example of that label).
         disable_dropout: dropout off in the policy and the reference (default), as in ``train_dpo``: at
             step 0 the loss is exactly :math:`\lambda_y / 2` per example and ``kl_reference`` 0.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
@@ -197,6 +198,8 @@ def train_kto(
     def mismatched_kl(idx):
         # The paper's estimate of KL(pi || pi_ref): prompt x_i with the NEXT example's completion y_{i+1}.
         shifted = mismatched_indices(idx, n)
+        if parallel.distributed:  # the pairs of the global minibatch; this process scores its slice of them
+            (idx, weight), (shifted, _) = parallel.share(idx), parallel.share(shifted)
         pairs = prompt_completion_batch(tokenizer, [prompts[i] for i in idx.tolist()],
                                         [completions[j] for j in shifted.tolist()], device=device)
         was_training = policy.training
@@ -204,29 +207,31 @@ def train_kto(
         logp = sequence_logprobs(policy, pairs.input_ids, pairs.attention_mask, pairs.completion_mask, logp_reduction)
         policy.train(was_training)
         ref = sequence_logprobs(ref_model, pairs.input_ids, pairs.attention_mask, pairs.completion_mask, logp_reduction)
-        return (logp - ref).mean()
+        kl = (logp - ref).mean()
+        return parallel.mean(kl * weight).to(kl.dtype) if parallel.distributed else kl  # the global mean
 
 
     def train_step(minibatch):
-        epoch, idx = minibatch
-        idx, weight = parallel.share(idx)  # this process's slice of the global minibatch
+        epoch, global_idx = minibatch
+        idx, weight = parallel.share(global_idx)  # this process's slice of the global minibatch
         batch = take_rows(data, idx, device)
         policy_logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
                                          logp_reduction)
         ref_batch = ref_logps[idx.to(device)]
         is_desirable = desirable[idx.to(device)]
         if kl_estimate == "mismatched":
-            kl_reference = mismatched_kl(idx)
-            if parallel.distributed:  # z0 from the whole global batch (as TRL's KTOTrainer gathers it)
-                kl_reference = (parallel.sum(kl_reference * weight) / parallel.world_size).to(policy_logps.dtype)
+            kl_reference = mismatched_kl(global_idx)  # z0 from the whole global minibatch
         else:
             kl_reference = torch.zeros((), device=device, dtype=policy_logps.dtype)
         # Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y), z0 = max(0, KL) detached inside kto_loss.
         losses = rt.kto_loss(policy_logps, ref_batch, is_desirable, kl_reference, beta, lambda_d, lambda_u)
         objective = losses.mean()
-        if sft_weight > 0 and bool(is_desirable.any()):  # + NLL per token of the desirable completions
-            nll = per_token_nll(policy_logps, batch.completion_mask, logp_reduction)
-            objective = objective + sft_weight * nll[is_desirable].mean()
+        if sft_weight > 0:  # + NLL per token of the desirable completions
+            # under torchrun: their mean over the global minibatch's desirable examples (share 1.0 alone)
+            share, _ = parallel.count_weight(is_desirable.sum() if weight > 0 else 0)
+            if bool(is_desirable.any()) and share > 0:
+                nll = per_token_nll(policy_logps, batch.completion_mask, logp_reduction)
+                objective = objective + sft_weight * nll[is_desirable].mean() * (share / weight)
         parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():
