@@ -1,9 +1,10 @@
 """Data parallelism (rlhf_edu.train.distributed): the trainers unchanged under ``torchrun --nproc_per_node 2``.
 
 One ``torchrun --standalone`` run of tests/data_parallel_worker.py with 2 CPU processes (gloo) and
-``batch_size=4`` and, at the same time, one plain process with ``batch_size=8``: SFT, DPO and the reward
-model must end with the same parameters (float64 models: the only difference is the order of the sums),
-and GRPO's processes must sample their own prompts and completions while keeping identical weights.
+``batch_size=4`` and, at the same time, one plain process with ``batch_size=8``: SFT, DPO, SimPO, ORPO,
+KTO and the reward model must end with the same parameters (float64 models: the only difference is the
+order of the sums), and the processes of GRPO, RLOO and PPO must sample their own prompts and completions
+while keeping identical weights.
 """
 
 import json
@@ -55,6 +56,19 @@ def runs(tmp_path_factory):
     return one, two
 
 
+# metrics that are not the global batch's under data parallelism (documented): the reward model's
+# reward_std is the mean of the processes' standard deviations; KTO's rewards are means over the desirable
+# (undesirable) examples of each process, weighted by its share of all examples
+NOT_GLOBAL = {"reward_model": ("reward_std",), "kto": ("reward", "margin", "desirable_reward", "undesirable_reward")}
+
+
+def _same_rows(a, b):
+    """The rows ``a`` and ``b`` hold the same keys and values (NaN equal to NaN)."""
+    def marked(rows):
+        return [{k: "NaN" if v != v else v for k, v in row.items()} for row in rows]
+    return marked(a) == marked(b)
+
+
 def _load(folder, name, rank=0):
     return torch.load(folder / f"{name}_rank{rank}.pt")
 
@@ -64,7 +78,7 @@ def _max_difference(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
-@pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "orpo", "reward_model"])
+@pytest.mark.parametrize("name", ["sft", "dpo", "simpo", "orpo", "kto", "reward_model"])
 def test_two_processes_of_batch_4_take_the_steps_of_one_process_of_batch_8(runs, name):
     one, two = runs
     single, rank0, rank1 = _load(one, name), _load(two, name, 0), _load(two, name, 1)
@@ -74,12 +88,12 @@ def test_two_processes_of_batch_4_take_the_steps_of_one_process_of_batch_8(runs,
     # measured in float64: at most 2e-11
     assert _max_difference(single["params"], rank0["params"]) < 1e-8
     # every process logs the same rows, the metrics of the global batch
-    assert rank0["rows"] == rank1["rows"]
+    assert _same_rows(rank0["rows"], rank1["rows"])
     assert len(single["rows"]) == len(rank0["rows"]) == 3
     for a, b in zip(single["rows"], rank0["rows"]):
         assert a.keys() == b.keys()
         for k in a:
-            if k != "reward_std":  # the mean of the processes' standard deviations, not the global one
+            if k not in NOT_GLOBAL.get(name, ()):
                 assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-12), k  # some are float32 means
 
 
@@ -98,7 +112,28 @@ def test_online_processes_sample_their_own_prompts_and_completions_and_keep_one_
     assert single[0]["prompts"] == seen[0][0]["prompts"]
     rank0, rank1 = _load(two, name, 0), _load(two, name, 1)
     assert _max_difference(rank0["params"], rank1["params"]) == 0.0
-    assert rank0["rows"] == rank1["rows"]
+    assert _same_rows(rank0["rows"], rank1["rows"])
+
+
+def test_each_process_samples_with_its_own_stream_the_first_with_the_single_process_stream(runs):
+    # GRPO on a single prompt: every process samples the same prompts, so only the stream tells them apart
+    one, two = runs
+    single = json.loads((one / "grpo_one_prompt_samples_rank0.json").read_text())[0]  # step 0, same weights
+    rank0, rank1 = (json.loads((two / f"grpo_one_prompt_samples_rank{r}.json").read_text())[0] for r in (0, 1))
+    assert rank0["prompts"] == rank1["prompts"] == single["prompts"] == ["4+4="] * 8
+    assert rank0["completions"] == single["completions"]  # stream seed + 0: what one process samples
+    assert rank1["completions"] != rank0["completions"]  # stream seed + 1: its own
+
+
+def test_rest_gathers_the_grow_step_on_every_process_and_keeps_one_policy(runs):
+    one, two = runs
+    seen = [json.loads((two / f"rest_samples_rank{r}.json").read_text()) for r in (0, 1)]
+    single = json.loads((one / "rest_samples_rank0.json").read_text())
+    assert len(seen[0]) == 1 and seen[0] == seen[1]  # one Grow: every process scores the whole D_g
+    assert sorted(seen[0][0]["prompts"]) == sorted(single[0]["prompts"])  # 8 prompts x 2 samples, all of them
+    rank0, rank1 = _load(two, "rest", 0), _load(two, "rest", 1)
+    assert _max_difference(rank0["params"], rank1["params"]) == 0.0
+    assert _same_rows(rank0["rows"], rank1["rows"])
 
 
 def test_a_plain_process_is_not_distributed_and_shares_nothing(monkeypatch):
