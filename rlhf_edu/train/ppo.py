@@ -238,7 +238,8 @@ def train_ppo(
             prompts alike on every process, process ``r`` samples its slice with its own stream (seed + r),
             the gradients of actor and critic are averaged and the adaptive KL controller sees the global
             batch's KL (``rlhf_edu.train.distributed``); reward and advantage whitening use each process's
-            own batch.
+            own batch, and each minibatch's loss is a token mean over the process's own minibatch, so N
+            processes do not take the steps of one process with ``N * batch_size``.
         lr, critic_lr: Adam learning rates of the actor and the critic (the notes: the actor's lower).
         max_grad_norm: gradient-norm clip of each network (``None``: no clipping).
         kl_coef: :math:`\beta`, the KL coefficient (initial value when ``adaptive_kl``), per nat of KL in
