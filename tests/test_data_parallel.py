@@ -150,10 +150,15 @@ def test_a_plain_process_is_not_distributed_and_shares_nothing(monkeypatch):
 
 
 class _FakeAccelerator:
+    """Process ``rank`` of 2; its all-reduce adds ``other``, the value the other process contributes."""
     device, num_processes = torch.device("cpu"), 2
 
-    def __init__(self, rank):
-        self.process_index = rank
+    def __init__(self, rank, other=0.0):
+        self.process_index, self.other = rank, other
+
+    def reduce(self, value, reduction):
+        assert reduction == "sum"
+        return value + self.other
 
 
 @pytest.mark.parametrize("rank, size, expected, weight", [
@@ -165,3 +170,13 @@ def test_each_process_takes_its_slice_of_the_global_batch_with_its_weight(rank, 
     parallel = DataParallel("cpu", _FakeAccelerator(rank))
     local, w = parallel.share(torch.arange(size))
     assert local.tolist() == expected and w == pytest.approx(weight) and parallel.weight == w
+
+
+@pytest.mark.parametrize("count, other, weight, total", [
+    (4, 4, 1.0, 8.0),     # equal shares
+    (6, 2, 1.5, 8.0),     # N c_r / C = 2 * 6 / 8: more tokens, more weight
+    (0, 5, 0.0, 5.0),     # nothing to train on: weight 0, the other process carries the step
+    (0, 0, 0.0, 0.0),     # nothing anywhere: no step
+])
+def test_a_loss_over_count_items_weighs_as_its_share_of_all_items(count, other, weight, total):
+    assert DataParallel("cpu", _FakeAccelerator(0, other)).count_weight(count) == (pytest.approx(weight), total)
