@@ -32,7 +32,7 @@ of the global minibatch for :math:`z_0` and takes its SFT term's mean over the g
 examples; ReST gathers the Grow step's samples so every process holds the whole dataset. What stays per
 process: PPO's reward and advantage whitening (and its per-minibatch token means, so PPO on N processes
 is not PPO with N times the batch), GRPO's ``scale="batch"`` std, and DAPO's redraws (each process
-redraws for its own slice).
+redraws for its own slice, so the processes' prompt streams then drift apart: each still draws uniformly).
 
 In a single process (no ``WORLD_SIZE`` above 1 in the environment) nothing of this happens: no
 ``Accelerator`` is built, the shares are the whole batches with weight 1, and every trainer runs the code
