@@ -3,8 +3,8 @@
 One ``torchrun --standalone`` run of tests/data_parallel_worker.py with 2 CPU processes (gloo) and
 ``batch_size=4`` and, at the same time, one plain process with ``batch_size=8``: SFT, DPO, SimPO, ORPO,
 KTO and the reward model must end with the same parameters (float64 models: the only difference is the
-order of the sums), and the processes of GRPO, RLOO and PPO must sample their own prompts and completions
-while keeping identical weights.
+order of the sums); the processes of GRPO, RLOO and PPO must sample their own prompts and completions
+(each with its own stream) while keeping identical weights, and ReST's must share one gathered Grow step.
 """
 
 import json
