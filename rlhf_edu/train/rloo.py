@@ -166,8 +166,8 @@ def train_rloo(
         parallel.optimizer_step(optimizer, loss, model.parameters(), max_grad_norm, weight=weight)
 
         gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
-        return dict(loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(), **gold,
-                    kl=sampled_kl(batch).mean(), kl_penalty=penalty.mean(),
+        return dict(loss=loss.detach() * weight, reward=batch.rewards.mean(), penalized_reward=penalized.mean(),
+                    **gold, kl=sampled_kl(batch).mean(), kl_penalty=penalty.mean(),
                     entropy=(token_entropy.detach() * mask).sum(-1).mean(),
                     length=rollout.completion_lengths.float().mean())
 
