@@ -18,6 +18,7 @@ from rlhf_edu.train.data import (
     prompt_completion_pairs,
     steps_per_run,
 )
+from rlhf_edu.train.distributed import DataParallel, data_parallel
 from rlhf_edu.train.dpo import DPO_LOSSES, train_dpo
 from rlhf_edu.train.evaluation import evaluate_policy, evaluator, log_evaluation, sequence_kl
 from rlhf_edu.train.grpo import KL_PLACEMENTS, train_grpo
@@ -48,7 +49,7 @@ from rlhf_edu.train.tabular_ppo import Episodes, sample_episodes, train_tabular_
 
 __all__ = [
     # shared machinery
-    "History", "progress_bar", "run_steps", "optimizer_step",
+    "History", "progress_bar", "run_steps", "optimizer_step", "DataParallel", "data_parallel",
     "prompt_completion_pairs", "check_fits_context", "minibatches", "epoch_minibatches", "steps_per_run",
     "check_prompts", "draw_prompts",
     "evaluate_policy", "sequence_kl", "log_evaluation", "evaluator",

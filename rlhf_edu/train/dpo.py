@@ -30,9 +30,10 @@ from rlhf_edu import torch as rt
 from rlhf_edu.lm import REDUCTIONS, resolve_device, set_seed
 from rlhf_edu.numpy.direct import GPO_LOSSES
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
@@ -132,6 +133,8 @@ def train_dpo(
             ``"mean"`` per completion token (length-normalised; the chapter's "sum vs mean" bug).
         epochs, batch_size, lr, weight_decay, max_grad_norm: AdamW over ``epochs`` passes of shuffled
             minibatches of ``batch_size`` pairs, gradients clipped to ``max_grad_norm`` (None: no clip).
+            Under ``torchrun --nproc_per_node N`` ``batch_size`` is per process: each step takes a global
+            batch of ``N * batch_size`` pairs and averages the gradients (``rlhf_edu.train.distributed``).
         gold_reward_fn, reward_fn: callables ``(completions, prompts) -> (B,)`` (or a ``RewardModel`` for
             ``reward_fn``) used only at evaluation: ``eval_gold_reward``, ``eval_reward``.
         eval_prompts: prompts to sample from every ``eval_every`` steps (``eval_samples`` completions each,
@@ -182,13 +185,15 @@ def train_dpo(
     prompts, chosen, rejected = preference_triples(pairs)
 
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
+    device = parallel.device
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
     # log pi_ref(y|x) of every chosen and rejected completion, once: the reference never changes.
     ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    model, optimizer = parallel.prepare(policy, optimizer)  # model: what the gradients flow through
     history = History(f"dpo-{loss}", dict(beta=beta, loss=loss, gpo_f=gpo_f, slic_delta=slic_delta,
                                           slic_lam=slic_lam, label_smoothing=label_smoothing, sft_weight=sft_weight,
                                           logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size,
@@ -198,10 +203,11 @@ def train_dpo(
 
     def train_step(minibatch):
         epoch, idx = minibatch
+        idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         rows = pair_rows(idx, n)
         batch = take_rows(data, rows, device)
         # Chosen and rejected in ONE forward pass (rows 0..B-1 chosen, B..2B-1 rejected).
-        policy_chosen, policy_rejected = chosen_rejected_logps(policy, batch, logp_reduction)
+        policy_chosen, policy_rejected = chosen_rejected_logps(model, batch, logp_reduction)
         ref_chosen, ref_rejected = ref_logps[rows.to(device)].chunk(2)
 
         if loss == "dpo":  # Rafailov et al. 2023, eq. 7 (cDPO with label_smoothing)
@@ -217,7 +223,7 @@ def train_dpo(
         objective = losses.mean()
         if sft_weight > 0:  # RPO (Pang et al. 2024): + alpha * per-token NLL of the chosen completion
             objective = objective + sft_weight * per_token_nll(policy_chosen, batch.completion_mask[: len(idx)], logp_reduction).mean()
-        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+        parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():  # the implicit reward model r = beta log(pi / pi_ref) of the pairs
             chosen_reward = rt.dpo_implicit_reward(policy_chosen.detach(), ref_chosen, beta)
@@ -229,8 +235,9 @@ def train_dpo(
                     chosen_logp=policy_chosen.detach().mean(), rejected_logp=policy_rejected.detach().mean())
 
     policy.train()
-    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, batch_size, epochs), description=f"dpo ({loss})",
+    global_batch = parallel.global_batch_size(batch_size)
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs), description=f"dpo ({loss})", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("loss", "margin"))

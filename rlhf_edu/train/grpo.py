@@ -38,7 +38,7 @@ from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, GSPO_CLIP_EPS, GSPO_CLIP_EPS_HIGH, IMPORTANCE_SAMPLING
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.prompts import draw_prompts
 from rlhf_edu.train.rollouts import (
     collect_rollouts,
@@ -141,6 +141,13 @@ def train_grpo(
         reward_fn: ``fn(completions, prompts) -> (B,)`` or a ``RewardModel``: the training reward.
         group_size: :math:`G` >= 2 completions per prompt (a group of one has no baseline).
         prompts_per_step: prompts per step; a step trains on ``prompts_per_step * group_size`` samples.
+            Under ``torchrun --nproc_per_node N`` it is per process: each step draws ``N *
+            prompts_per_step`` prompts alike on every process, process ``r`` samples the groups of its slice
+            with its own stream (seed + r) and the gradients are averaged (``rlhf_edu.train.distributed``;
+            each process's loss is weighted by its share of the global rows, or of the global tokens for
+            ``"token_mean"``, so every ``aggregation`` is that of the global batch; per process stay
+            ``scale="batch"`` (each process's own batch std) and ``dynamic_sampling`` (each process redraws
+            for its own slice).
         steps: rollout batches (each followed by ``num_iterations`` optimiser steps).
         lr, max_grad_norm: AdamW learning rate; gradient-norm clip (None: no clip).
         beta: :math:`\beta \ge 0`, weight of the KL to the reference (0.04, as DeepSeekMath).
@@ -266,8 +273,9 @@ def train_grpo(
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
-    device, ref_model = run.device, run.ref_model
+    device, ref_model, parallel = run.device, run.ref_model, run.parallel
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
+    model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("grpo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
                                    beta=beta, clip_eps=clip_eps, clip_eps_high=clip_eps_high,
                                    num_iterations=num_iterations, std=std, scale=scale, aggregation=aggregation,
@@ -281,7 +289,10 @@ def train_grpo(
 
     def draw():
         """Algorithm 1, lines 5-9: a batch of prompts, G samples each from pi_old, and their scores."""
-        batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, prompts_per_step, prompt_stream),
+        # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
+        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
+                                                 prompt_stream))
+        batch = collect_rollouts(policy, tokenizer, mine,
                                  reward_fn, ref_model=ref_model, num_samples=group_size,
                                  max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
                                  gold_reward_fn=gold_fn)
@@ -314,11 +325,16 @@ def train_grpo(
         train = select_rows(batch, ~truncated) if mask_truncated else batch
         train_adv = advantages[~truncated] if mask_truncated else advantages
         train_mask = train.rollout.completion_mask
+        # Under torchrun each process's loss weighs as its share of the global batch's rows (of its tokens
+        # for "token_mean"); a process with nothing to train on joins every backward with weight 0.
+        weight, total = parallel.count_weight(train_mask.sum() if aggregation == "token_mean" else len(train_adv))
+        if total and not len(train_adv):
+            train, train_adv, train_mask = batch, advantages, mask
 
         # Lines 15-19: mu gradient steps on the GRPO objective (eq. 3) over the whole batch.
         losses, clipped = [], []
-        for iteration in range(num_iterations if len(train_adv) else 0):
-            logp, token_entropy = token_logprobs(policy, train.rollout.input_ids, train.rollout.attention_mask,
+        for iteration in range(num_iterations if total else 0):
+            logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
                                                  temperature=temperature, return_entropy=True)
             kl_beta = beta if kl_in == "loss" else 0.0
             if loss == "grpo":
@@ -333,11 +349,11 @@ def train_grpo(
                                              aggregation=aggregation, max_length=max_new_tokens,
                                              logp_ref=train.logp_ref, beta=kl_beta, estimator=estimator,
                                              return_stats=True)
-            optimizer_step(optimizer, value, policy.parameters(), max_grad_norm)
+            parallel.optimizer_step(optimizer, value, model.parameters(), max_grad_norm, weight=weight)
             if iteration == 0:  # the entropy of pi_old, the policy that sampled the batch
                 entropy = (token_entropy.detach() * train_mask).sum(-1).mean()
-            losses.append(value.item())
-            clipped.append(stats["clip_fraction"].item())
+            losses.append(value.item() * weight)
+            clipped.append(stats["clip_fraction"].item() * weight)
         if not losses:  # every completion was cut and mask_truncated left nothing to train on
             with torch.no_grad():
                 _, token_entropy = token_logprobs(policy, rollout.input_ids, rollout.attention_mask,
@@ -355,7 +371,7 @@ def train_grpo(
                     frac_truncated=truncated.float().mean(), **extra)
 
     policy.train()  # updated in train mode; generate() samples in eval mode
-    run_steps(range(steps), train_step, history=history, total=steps, description="grpo",
+    run_steps(range(steps), train_step, history=history, total=steps, description="grpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("reward", "loss"))

@@ -27,9 +27,10 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import REDUCTIONS, prompt_completion_batch, resolve_device, sequence_logprobs, set_seed
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps, per_token_nll, take_rows
 from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
@@ -130,7 +131,11 @@ def train_kto(
         kl_estimate: ``"mismatched"`` (the paper's batch estimate; any ``batch_size``: a minibatch of
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``
+            (``batch_size`` per process under ``torchrun``; the mismatched pairs behind :math:`z_0` and the
+            SFT term's mean over desirable examples are those of the global batch, as in one process; the
+            logged ``desirable_reward``, ``undesirable_reward`` and ``reward`` average each process's means,
+            NaN when a process's share has no example of that label).
         disable_dropout: dropout off in the policy and the reference (default), as in ``train_dpo``: at
             step 0 the loss is exactly :math:`\lambda_y / 2` per example and ``kl_reference`` 0.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
@@ -168,7 +173,8 @@ def train_kto(
         lambda_d = lambda_u * (len(labels) - n_desirable) / n_desirable if n_desirable else 1.0
 
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
+    device = parallel.device
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = prompt_completion_batch(tokenizer, prompts, completions)
     check_fits_context(policy, data.input_ids)
@@ -176,6 +182,7 @@ def train_kto(
     desirable = torch.as_tensor(labels, device=device)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("kto", dict(beta=beta, lambda_d=lambda_d, lambda_u=lambda_u, kl_estimate=kl_estimate,
                                   sft_weight=sft_weight,
                                   logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -191,6 +198,8 @@ def train_kto(
     def mismatched_kl(idx):
         # The paper's estimate of KL(pi || pi_ref): prompt x_i with the NEXT example's completion y_{i+1}.
         shifted = mismatched_indices(idx, n)
+        if parallel.distributed:  # the pairs of the global minibatch; this process scores its slice of them
+            (idx, weight), (shifted, _) = parallel.share(idx), parallel.share(shifted)
         pairs = prompt_completion_batch(tokenizer, [prompts[i] for i in idx.tolist()],
                                         [completions[j] for j in shifted.tolist()], device=device)
         was_training = policy.training
@@ -198,27 +207,32 @@ def train_kto(
         logp = sequence_logprobs(policy, pairs.input_ids, pairs.attention_mask, pairs.completion_mask, logp_reduction)
         policy.train(was_training)
         ref = sequence_logprobs(ref_model, pairs.input_ids, pairs.attention_mask, pairs.completion_mask, logp_reduction)
-        return (logp - ref).mean()
+        kl = (logp - ref).mean()
+        return parallel.mean(kl * weight).to(kl.dtype) if parallel.distributed else kl  # the global mean
 
 
     def train_step(minibatch):
-        epoch, idx = minibatch
+        epoch, global_idx = minibatch
+        idx, weight = parallel.share(global_idx)  # this process's slice of the global minibatch
         batch = take_rows(data, idx, device)
-        policy_logps = sequence_logprobs(policy, batch.input_ids, batch.attention_mask, batch.completion_mask,
+        policy_logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
                                          logp_reduction)
         ref_batch = ref_logps[idx.to(device)]
         is_desirable = desirable[idx.to(device)]
         if kl_estimate == "mismatched":
-            kl_reference = mismatched_kl(idx)
+            kl_reference = mismatched_kl(global_idx)  # z0 from the whole global minibatch
         else:
             kl_reference = torch.zeros((), device=device, dtype=policy_logps.dtype)
         # Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y), z0 = max(0, KL) detached inside kto_loss.
         losses = rt.kto_loss(policy_logps, ref_batch, is_desirable, kl_reference, beta, lambda_d, lambda_u)
         objective = losses.mean()
-        if sft_weight > 0 and bool(is_desirable.any()):  # + NLL per token of the desirable completions
-            nll = per_token_nll(policy_logps, batch.completion_mask, logp_reduction)
-            objective = objective + sft_weight * nll[is_desirable].mean()
-        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+        if sft_weight > 0:  # + NLL per token of the desirable completions
+            # under torchrun: their mean over the global minibatch's desirable examples (share 1.0 alone)
+            share, _ = parallel.count_weight(is_desirable.sum() if weight > 0 else 0)
+            if bool(is_desirable.any()) and share > 0:
+                nll = per_token_nll(policy_logps, batch.completion_mask, logp_reduction)
+                objective = objective + sft_weight * nll[is_desirable].mean() * (share / weight)
+        parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():
             implied = rt.dpo_implicit_reward(policy_logps.detach(), ref_batch, beta)  # beta * r_theta
@@ -231,8 +245,9 @@ def train_kto(
                     desirable_fraction=is_desirable.float().mean())
 
     policy.train()
-    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, batch_size, epochs), description="kto",
+    global_batch = parallel.global_batch_size(batch_size)
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs), description="kto", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("loss", "kl_reference"))

@@ -36,6 +36,10 @@ list; ``--epochs`` is then ignored). ``--reward``: a reward-model folder (``rlhf
 ``RewardModel``, e.g. the output of ``rlhf-edu train reward``) or ``module:function`` for a Python function
 ``fn(completions, prompts) -> rewards``.
 
+Several GPUs: ``torchrun --nproc_per_node N -m rlhf_edu.cli train METHOD ...`` (or ``accelerate launch``)
+runs the trainer data-parallel (``rlhf_edu.train.distributed``): ``--batch_size`` is per process, ``--steps``
+counts global steps of ``N * batch_size`` records, and only the main process evaluates and writes ``--out``.
+
 Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
 empty field, a label that is not true/false, a prompt longer than the model's context.
 """
@@ -253,6 +257,7 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     """
     from rlhf_edu.lm import RewardModel, context_length, load_model, resolve_device, save_model
     from rlhf_edu.plotting import plot_history
+    from rlhf_edu.train.distributed import data_parallel
     from rlhf_edu.train.evaluation import evaluate_policy
     from rlhf_edu.train.rollouts import frozen_copy
 
@@ -264,9 +269,11 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     options = dict(options)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    device = resolve_device(options.get("device", "auto"))
+    # under torchrun / accelerate launch: this process's device; only the main process evaluates and writes
+    parallel = data_parallel(resolve_device(options.get("device", "auto")))
+    device = parallel.device
     options["device"] = device
-    say = print if verbose else (lambda *a: None)
+    say = print if verbose and parallel.is_main else (lambda *a: None)
 
     model, tokenizer = load_model(model_dir, device=device, return_tokenizer=True)
     if tokenizer is None:
@@ -300,7 +307,7 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         before = None
     else:
         target = model
-        before = evaluate(start)
+        before = evaluate(start) if parallel.is_main else None
     if needs_reward:
         prompts = [r["prompt"] for r in records]
         if steps is not None:
@@ -308,7 +315,7 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         args = (target, tokenizer, prompts, reward_fn)
     else:
         if steps is not None:
-            records = _cycled(records, steps * int(kwargs.get("batch_size", 32)))
+            records = _cycled(records, steps * parallel.global_batch_size(int(kwargs.get("batch_size", 32))))
             kwargs["epochs"] = 1
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
             kwargs["reward_fn"] = reward_fn
@@ -318,6 +325,9 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     seconds = time.perf_counter() - t0
 
     out = Path(out)
+    if not parallel.is_main:  # the other processes hold the same weights and history: nothing to write
+        return {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
+                "out": str(out)}
     out.mkdir(parents=True, exist_ok=True)
     save_model(trained, out, tokenizer)
     history.save_json(out / "history.json")

@@ -85,6 +85,7 @@ def run_steps(
     eval_every: int = 1,
     progress: bool = True,
     postfix: tuple = ("loss",),
+    parallel=None,
 ) -> History:
     """Run ``train_step`` over ``batches`` (``total`` of them), logging one ``history`` row per step.
 
@@ -97,6 +98,9 @@ def run_steps(
         eval_every: evaluate before steps 0, ``eval_every``, ``2 * eval_every``, ... and after the last.
         progress: show a progress bar (quiet off a terminal).
         postfix: metric names shown on the bar.
+        parallel: the run's ``rlhf_edu.train.distributed.DataParallel`` (None: one process). When it is
+            distributed, every process logs the metrics reduced over the processes
+            (``DataParallel.reduce_metrics``), and only the main process evaluates and shows the bar.
 
     Raises ``NonFiniteLossError`` (with ``.step`` and ``.history``) when a step's loss or gradient is not
     finite (``optimizer_step`` refused to update), naming the step.
@@ -106,7 +110,10 @@ def run_steps(
     >>> h["step"].tolist(), h["loss"].round(2).tolist()[:3], h["eval_reward"].tolist()
     ([0.0, 1.0, 2.0, 3.0], [1.0, 0.5, 0.33], [0.5, nan, 0.5, 0.5])
     """
-    bar = progress_bar(total, description, progress)
+    main = parallel is None or parallel.is_main
+    if not main:
+        evaluate = None
+    bar = progress_bar(total, description, progress and main)
     start, step = time.perf_counter(), 0
     for batch in batches:
         evaluation = evaluate() if evaluate is not None and step % eval_every == 0 else {}
@@ -117,6 +124,8 @@ def run_steps(
             raise NonFiniteLossError(f"{description}: stopped at step {step}: {exc} (the model holds the weights "
                                      f"after step {step - 1}; error.history has the {len(history)} rows so far)",
                                      step=step, history=history) from exc
+        if parallel is not None:
+            metrics = parallel.reduce_metrics(metrics)
         history.log(step=step, **metrics, seconds=time.perf_counter() - start, **evaluation)
         bar.update(1)
         bar.set_postfix({k: f"{float(metrics[k]):.3f}" for k in postfix if k in metrics})

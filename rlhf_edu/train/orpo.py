@@ -23,9 +23,10 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import resolve_device, set_seed
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
@@ -103,13 +104,15 @@ def train_orpo(
     prompts, chosen, rejected = preference_triples(pairs)
 
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
+    device = parallel.device
     # Only the evaluation's KL needs a reference.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
                                      reference=eval_prompts is not None)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("orpo", dict(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
                                    disable_dropout=disable_dropout, seed=seed))
 
@@ -117,13 +120,14 @@ def train_orpo(
 
     def train_step(minibatch):
         epoch, idx = minibatch
+        idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         batch = take_rows(data, pair_rows(idx, n), device)
         # Mean per-token log-probs of chosen and rejected in ONE forward pass.
-        chosen_mean, rejected_mean = chosen_rejected_logps(policy, batch, "mean")
+        chosen_mean, rejected_mean = chosen_rejected_logps(model, batch, "mean")
         nll = -chosen_mean  # L_SFT: the chosen completion's per-token NLL
         # Hong et al. 2024, eq. 6: L_SFT + lam * L_OR, L_OR = -log sigma(log odds(y_w) - log odds(y_l))
         objective = rt.orpo_loss(chosen_mean, rejected_mean, nll, lam).mean()
-        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+        parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():
             log_odds_ratio = rt.orpo_log_odds(chosen_mean.detach()) - rt.orpo_log_odds(rejected_mean.detach())
@@ -133,8 +137,9 @@ def train_orpo(
                     chosen_logp=chosen_mean.detach().mean(), rejected_logp=rejected_mean.detach().mean())
 
     policy.train()
-    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, batch_size, epochs), description="orpo",
+    global_batch = parallel.global_batch_size(batch_size)
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs), description="orpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("loss", "log_odds_ratio"))

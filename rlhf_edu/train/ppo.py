@@ -64,9 +64,10 @@ from rlhf_edu.lm import RewardModel, ValueModel, disable_dropout_in_model, resol
 from rlhf_edu.lm.batching import prompt_completion_batch
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import check_fits_context, minibatches
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import check_finite_grads, check_finite_loss, run_steps
+from rlhf_edu.train.loop import check_finite_grads, run_steps
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, policy_and_reference, sampled_kl
 from rlhf_edu.train.sft import masked_nll
@@ -233,6 +234,12 @@ def train_ppo(
         steps: rollout batches (PPO iterations); each makes ``ppo_epochs * ceil(batch_size /
             minibatch_size)`` optimiser steps of the actor and of the critic.
         batch_size, ppo_epochs, minibatch_size: samples per rollout, passes over them, samples per update.
+            Under ``torchrun --nproc_per_node N`` both sizes are per process: a step draws ``N * batch_size``
+            prompts alike on every process, process ``r`` samples its slice with its own stream (seed + r),
+            the gradients of actor and critic are averaged and the adaptive KL controller sees the global
+            batch's KL (``rlhf_edu.train.distributed``); reward and advantage whitening use each process's
+            own batch, and each minibatch's loss is a token mean over the process's own minibatch, so N
+            processes do not take the steps of one process with ``N * batch_size``.
         lr, critic_lr: Adam learning rates of the actor and the critic (the notes: the actor's lower).
         max_grad_norm: gradient-norm clip of each network (``None``: no clipping).
         kl_coef: :math:`\beta`, the KL coefficient (initial value when ``adaptive_kl``), per nat of KL in
@@ -370,7 +377,9 @@ def train_ppo(
 
     # ----- the four models: actor, critic, reference, reward -----------------------------------------
     set_seed(seed)
-    device = resolve_device(device)
+    # several processes under torchrun (batch_size and minibatch_size per process)
+    parallel = data_parallel(resolve_device(device), find_unused_parameters=True)
+    device = parallel.device
     # Dropout off (disable_dropout): the ratio pi / pi_old is then exactly 1 before the first update instead of
     # noise. The reference is the SFT model, before any update.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
@@ -388,6 +397,8 @@ def train_ppo(
     # Separate optimisers: the critic learns faster than the actor (the lecture notes' PPO tricks).
     actor_opt = torch.optim.Adam(policy.parameters(), lr=lr)
     critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr)
+    # what the gradients flow through (the models themselves in one process)
+    actor_model, critic_model, actor_opt, critic_opt = parallel.prepare(policy, critic, actor_opt, critic_opt)
     moments = RunningMoments() if reward_normalization == "running" else None
 
     config = dict(steps=steps, batch_size=batch_size, ppo_epochs=ppo_epochs, minibatch_size=minibatch_size, lr=lr,
@@ -400,8 +411,9 @@ def train_ppo(
                   disable_dropout=disable_dropout, seed=seed)
     history = History("ppo", config)
     prompt_gen = torch.Generator().manual_seed(seed)  # prompts and minibatch order, on the CPU
-    sample_gen = torch.Generator(device=device).manual_seed(seed)  # the sampler's stream
-    ptx_gen = torch.Generator().manual_seed(seed + 1)  # PPO-ptx's draws, apart: ptx_coef=0 leaves the run as it was
+    sample_gen = torch.Generator(device=device).manual_seed(seed + parallel.rank)  # the sampler's stream
+    # PPO-ptx's draws, apart: ptx_coef=0 leaves the run as it was
+    ptx_gen = torch.Generator().manual_seed(seed + 1 + parallel.rank)
     if ptx_batch is not None:
         ptx_batch = ptx_batch.to(device)
 
@@ -409,7 +421,9 @@ def train_ppo(
         beta = kl_controller.value if kl_controller is not None else kl_coef
 
         # 1. Rollout: sample, score, log-probs under the sampling ("old") policy and the reference.
-        batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, batch_size, prompt_gen), score_fn,
+        # one global draw of N * batch_size prompts, alike on every process; this process's slice
+        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(batch_size), prompt_gen))
+        batch = collect_rollouts(policy, tokenizer, mine, score_fn,
                                  ref_model=ref_model, max_new_tokens=max_new_tokens, temperature=temperature,
                                  generator=sample_gen, gold_reward_fn=gold_reward_fn)
         roll, P = batch.rollout, batch.rollout.prompt_length
@@ -446,13 +460,14 @@ def train_ppo(
 
         # 4. ppo_epochs passes of minibatch updates of the actor (clipped surrogate) and the critic.
         actor_frozen = step < critic_warmup_steps
+        actor = policy if actor_frozen else actor_model  # a frozen actor's forward need not sync
         sums = dict.fromkeys(("loss", "policy_loss", "value_loss", "entropy", "clip_fraction", "approx_kl"), 0.0)
         n_updates = 0
         for _ in range(ppo_epochs):
             for idx in minibatches(len(roll), minibatch_size, prompt_gen):
                 idx = idx.to(device)
                 m = mask[idx]
-                logp, ent = token_logprobs(policy, ids[idx], attn[idx], temperature=temperature, return_entropy=True)
+                logp, ent = token_logprobs(actor, ids[idx], attn[idx], temperature=temperature, return_entropy=True)
                 logp, ent = logp[:, P:], ent[:, P:]
                 policy_loss, stats = rt.ppo_clip_loss(logp, logp_old[idx], advantages[idx], m, clip_eps,
                                                       return_stats=True)
@@ -460,7 +475,7 @@ def train_ppo(
                 actor_loss = policy_loss - entropy_coef * entropy
                 if ptx_batch is not None:  # PPO-ptx: + gamma * NLL of pre-training texts (InstructGPT eq. 2)
                     pick = torch.randint(len(ptx_batch), (len(idx),), generator=ptx_gen).to(device)
-                    ptx_logp = token_logprobs(policy, ptx_batch.input_ids[pick], ptx_batch.attention_mask[pick])
+                    ptx_logp = token_logprobs(actor, ptx_batch.input_ids[pick], ptx_batch.attention_mask[pick])
                     ptx_loss = masked_nll(ptx_logp, ptx_batch.completion_mask[pick])
                     actor_loss = actor_loss + ptx_coef * ptx_loss
                     sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(ptx_loss.detach())
@@ -468,20 +483,20 @@ def train_ppo(
                     actor_loss = actor_loss + beta * _masked_mean(rt.kl_estimate(logp, logp_ref[idx], kl_estimator), m)
                 if actor_frozen:
                     actor_loss = actor_loss.detach()
-                values = _completion_values(critic, ids[idx], attn[idx], P)
+                values = _completion_values(critic_model, ids[idx], attn[idx], P)
                 v_loss = rt.value_loss(values, returns[idx], values_old[idx], clip=value_clip, mask=m)
                 loss = actor_loss + vf_coef * v_loss
 
                 actor_opt.zero_grad(set_to_none=True)
                 critic_opt.zero_grad(set_to_none=True)
-                check_finite_loss(loss)  # a NaN/inf loss stops the run before any parameter moves
+                parallel.check_finite_loss(loss)  # a NaN/inf loss stops the run before any parameter moves
                 if loss.requires_grad:  # not when the actor is frozen and vf_coef is 0
-                    loss.backward()
-                check_finite_grads(list(policy.parameters()) + list(critic.parameters()))
+                    parallel.backward(loss)  # under torchrun: the gradients averaged over the processes
+                check_finite_grads(list(actor_model.parameters()) + list(critic_model.parameters()))
                 if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
+                    parallel.clip_grad_norm_(critic_model.parameters(), max_grad_norm)
                     if not actor_frozen:
-                        torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+                        parallel.clip_grad_norm_(actor_model.parameters(), max_grad_norm)
                 if not actor_frozen:
                     actor_opt.step()
                 critic_opt.step()
@@ -493,8 +508,10 @@ def train_ppo(
 
         # 5. The KL of the policy that sampled this batch (k3 summed per sequence), and the controller.
         kl = float(sampled_kl(batch).mean())
+        if parallel.distributed:  # one controller, the same on every process: the global batch's KL
+            kl = float(parallel.mean(kl))
         if kl_controller is not None:
-            kl_controller.update(kl, n_steps=len(roll))
+            kl_controller.update(kl, n_steps=parallel.global_batch_size(len(roll)))
         row = {k: v / n_updates for k, v in sums.items()}
         row.update(reward=batch.rewards.mean(), reward_std=batch.rewards.std(correction=0), kl=kl, kl_coef=beta,
                    value_error=value_error, explained_variance=explained_variance,
@@ -505,7 +522,7 @@ def train_ppo(
 
     policy.train()  # the updates run in train mode (sampling and the rollout log-probs in eval mode)
     critic.train()
-    run_steps(range(steps), train_step, history=history, total=steps, description="ppo",
+    run_steps(range(steps), train_step, history=history, total=steps, description="ppo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=1, max_new_tokens=max_new_tokens,
                                  temperature=temperature),

@@ -99,7 +99,10 @@ def train_rest(
             defect; so 0.6 and 0.7 keep the same pairs there); choose them for your reward's scale.
         examples: optional original data :math:`\mathcal D` (``(prompt, completion)`` tuples or records)
             added to every :math:`\mathcal D_g` before filtering, as in the paper (None: only samples).
-        epochs, batch_size, lr: the SFT of each Improve step.
+        epochs, batch_size, lr: the SFT of each Improve step. Under ``torchrun --nproc_per_node N``
+            ``batch_size`` is per process; each process samples the Grow step for its slice of ``prompts``
+            with its own stream (seed + rank), :math:`\mathcal D_g` is gathered on every process, and each
+            Improve step's SFT runs data-parallel (``rlhf_edu.train.distributed``).
         max_new_tokens, temperature: sampling of the Grow step (and of the evaluation).
         ref_model: the reference for the logged KL; default a frozen deep copy of ``policy`` as given.
         gold_reward_fn: ``fn(completions, prompts) -> (B,)`` logged as ``gold_reward`` (never trained on).
@@ -145,7 +148,7 @@ def train_rest(
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
-    device, ref_model = run.device, run.ref_model
+    device, ref_model, parallel = run.device, run.ref_model, run.parallel
     history = History("rest", dict(grow_steps=grow_steps, improve_steps=improve_steps,
                                    samples_per_prompt=samples_per_prompt, thresholds=thresholds, epochs=epochs,
                                    batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens,
@@ -159,8 +162,9 @@ def train_rest(
     def grow_dataset():
         # Grow: N samples per context from the current policy, annotated with the reward.
         sampled_prompts, sampled, kls, entropies, lengths = [], [], [], [], []
-        for first in range(0, len(prompts), chunk):
-            rollout = generate(policy, tokenizer, prompts[first:first + chunk], max_new_tokens,
+        mine = parallel.share_items(prompts)  # under torchrun: this process's slice, with its own stream
+        for first in range(0, len(mine), chunk):
+            rollout = generate(policy, tokenizer, mine[first:first + chunk], max_new_tokens,
                                temperature=temperature, num_samples=samples_per_prompt, generator=sample_stream)
             kl, entropy = sequence_kl(policy, ref_model, rollout.input_ids, rollout.attention_mask,
                                       rollout.completion_mask, temperature)
@@ -169,6 +173,10 @@ def train_rest(
             kls.append(kl.cpu())
             entropies.append(entropy.cpu())
             lengths.append(rollout.completion_lengths.float().cpu())
+        if parallel.distributed:  # every process then holds the whole D_g, in rank order
+            sampled_prompts, sampled = parallel.gather_items(sampled_prompts), parallel.gather_items(sampled)
+            kls, entropies, lengths = ([torch.tensor(parallel.gather_items(torch.cat(x).tolist() if x else []))]
+                                       for x in (kls, entropies, lengths))
         rewards = reward_fn(sampled, sampled_prompts)
         about_policy = dict(reward=float(rewards.mean()), kl=torch.cat(kls).mean(),
                             entropy=torch.cat(entropies).mean(), length=torch.cat(lengths).mean())
@@ -202,7 +210,7 @@ def train_rest(
                     **grown["about_policy"])
 
     schedule = [(g, i, tau) for g in range(grow_steps) for i, tau in enumerate(thresholds)]
-    run_steps(schedule, train_step, history=history, total=len(schedule), description="rest",
+    run_steps(schedule, train_step, history=history, total=len(schedule), description="rest", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("loss", "kept"))

@@ -42,8 +42,9 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import RewardModel, disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.preference_data import encode_pairs, pair_rows, preference_triples, ranking_records, take_rows
 from rlhf_edu.validation import as_float_array, check_integer, check_nonnegative, check_positive
 
@@ -170,6 +171,9 @@ def train_reward_model(
             (rankings) or ``False`` (pairs).
         epochs, batch_size, lr, weight_decay, max_grad_norm: AdamW over ``epochs`` passes of shuffled
             minibatches of ``batch_size`` records, gradients clipped to ``max_grad_norm`` (None: no clip).
+            Under ``torchrun --nproc_per_node N`` ``batch_size`` is per process: each step takes a global
+            batch of ``N * batch_size`` records and averages the gradients (``rlhf_edu.train.distributed``;
+            the logged ``reward_std`` is then the mean of the processes' standard deviations).
         margin: ``None`` (no margin), a number (every pair), or one number per record (LLaMA-2's margin
             from the labellers' "significantly better" ratings).
         l2_reward: :math:`\eta \ge 0`, the weight of the reward-centering regulariser (default 0).
@@ -229,7 +233,9 @@ def train_reward_model(
         preference_triples(eval_records, name="eval_pairs")  # fail now, not after training
 
     set_seed(seed)
-    device = resolve_device(device)
+    # several processes under torchrun (batch_size per process); the backbone's LM head gets no gradient
+    parallel = data_parallel(resolve_device(device), find_unused_parameters=True)
+    device = parallel.device
     rm.to(device)
     if disable_dropout:
         disable_dropout_in_model(rm)
@@ -240,6 +246,7 @@ def train_reward_model(
                                                         dtype=next(rm.parameters()).dtype)
 
     optimizer = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
+    model, optimizer = parallel.prepare(rm, optimizer)  # what the gradients flow through
     history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, batch_size=batch_size, lr=lr,
                                            margin=None if margin is None else "given", l2_reward=l2_reward,
                                            n_records=n, disable_dropout=disable_dropout, seed=seed))
@@ -250,13 +257,14 @@ def train_reward_model(
 
     def train_step(minibatch):
         epoch, idx = minibatch
+        idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         if k_wise:
             rows = (idx[:, None] * K + torch.arange(K)).flatten()
             batch = take_rows(data, rows, device)
-            rewards = rm(batch.input_ids, batch.attention_mask).view(len(idx), K)
+            rewards = model(batch.input_ids, batch.attention_mask).view(len(idx), K)
         else:
             batch = take_rows(data, pair_rows(idx, n), device)
-            rewards = torch.stack(rm(batch.input_ids, batch.attention_mask).chunk(2), dim=1)  # (B, 2)
+            rewards = torch.stack(model(batch.input_ids, batch.attention_mask).chunk(2), dim=1)  # (B, 2)
         r_win, r_lose = rewards[:, winners], rewards[:, losers]  # (B, C(K, 2))
         m = 0.0 if margins is None else margins[idx.to(device)][:, None]
         # Bradley-Terry NLL of every pair, weighted 1/C(K,2) per ranking (InstructGPT eq. 1).
@@ -264,7 +272,7 @@ def train_reward_model(
         objective = bt_loss
         if l2_reward > 0:  # reward centering (Eisenstein et al. 2023): (sum_k r_k)^2 per prompt
             objective = objective + l2_reward * rewards.sum(dim=1).pow(2).mean()
-        optimizer_step(optimizer, objective, rm.parameters(), max_grad_norm)
+        parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():
             diff = (r_win - r_lose).detach()
@@ -274,8 +282,9 @@ def train_reward_model(
                     margin=diff.mean(), reward_mean=rewards.detach().mean(), reward_std=rewards.detach().std())
 
     rm.train()
-    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, batch_size, epochs), description="reward model",
+    global_batch = parallel.global_batch_size(batch_size)
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs), description="reward model", parallel=parallel,
               evaluate=None if eval_records is None else evaluate, eval_every=eval_every, progress=progress,
               postfix=("loss", "accuracy"))
     rm.eval()

@@ -26,7 +26,7 @@ from rlhf_edu.lm import token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.prompts import draw_prompts
 from rlhf_edu.train.rollouts import collect_rollouts, prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
@@ -74,7 +74,9 @@ def train_rloo(
     Args:
         policy, tokenizer, prompts, reward_fn: as ``rlhf_edu.train.grpo``.
         group_size: k >= 2 completions per prompt (the leave-one-out baseline needs another sample).
-        prompts_per_step, steps, lr, max_grad_norm: batch of ``prompts_per_step * group_size`` samples;
+        prompts_per_step, steps, lr, max_grad_norm: batch of ``prompts_per_step * group_size`` samples
+            (per process under ``torchrun``, as in ``train_grpo``: each process's loss weighs as its share of
+            the global batch's samples, or tokens for ``"token_mean"``, so the gradient is the global batch's);
             ``steps`` batches, one AdamW step each; gradient-norm clip (None: no clip).
         beta: :math:`\beta \ge 0`, the KL coefficient inside the reward.
         estimator: ``"k1"`` (default, the notes), ``"k2"`` or ``"k3"``: the per-token KL estimate summed into
@@ -126,8 +128,9 @@ def train_rloo(
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
-    device, ref_model = run.device, run.ref_model
+    device, ref_model, parallel = run.device, run.ref_model, run.parallel
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
+    model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("rloo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
                                    beta=beta, estimator=estimator, aggregation=aggregation,
                                    max_new_tokens=max_new_tokens, temperature=temperature,
@@ -136,7 +139,10 @@ def train_rloo(
 
     def train_step(step):
         # Lines 3-4: a batch of prompts, k samples each from the current policy.
-        batch = collect_rollouts(policy, tokenizer, draw_prompts(prompts, prompts_per_step, prompt_stream),
+        # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
+        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
+                                                 prompt_stream))
+        batch = collect_rollouts(policy, tokenizer, mine,
                                  reward_fn, ref_model=ref_model, num_samples=group_size,
                                  max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
                                  gold_reward_fn=gold_fn)
@@ -149,22 +155,24 @@ def train_rloo(
         advantages = rt.leave_one_out_advantages(penalized.view(-1, group_size)).reshape(-1)
 
         # Lines 6-8: the REINFORCE estimate, averaged over samples and prompts, as a loss to minimise.
-        logp, token_entropy = token_logprobs(policy, rollout.input_ids, rollout.attention_mask,
+        logp, token_entropy = token_logprobs(model, rollout.input_ids, rollout.attention_mask,
                                              temperature=temperature, return_entropy=True)
         if aggregation == "sequence":
             loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
         else:
             loss = rt.reinforce_loss(logp, advantages, mask)
-        optimizer_step(optimizer, loss, policy.parameters(), max_grad_norm)
+        # under torchrun: "token_mean" weighs each process's loss as its share of the global batch's tokens
+        weight, _ = parallel.count_weight(mask.sum() if aggregation == "token_mean" else len(advantages))
+        parallel.optimizer_step(optimizer, loss, model.parameters(), max_grad_norm, weight=weight)
 
         gold = {} if batch.gold_rewards is None else {"gold_reward": float(batch.gold_rewards.mean())}
-        return dict(loss=loss.detach(), reward=batch.rewards.mean(), penalized_reward=penalized.mean(), **gold,
-                    kl=sampled_kl(batch).mean(), kl_penalty=penalty.mean(),
+        return dict(loss=loss.detach() * weight, reward=batch.rewards.mean(), penalized_reward=penalized.mean(),
+                    **gold, kl=sampled_kl(batch).mean(), kl_penalty=penalty.mean(),
                     entropy=(token_entropy.detach() * mask).sum(-1).mean(),
                     length=rollout.completion_lengths.float().mean())
 
     policy.train()  # updated in train mode; generate() samples in eval mode
-    run_steps(range(steps), train_step, history=history, total=steps, description="rloo",
+    run_steps(range(steps), train_step, history=history, total=steps, description="rloo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("reward", "kl"))

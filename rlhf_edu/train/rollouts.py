@@ -25,6 +25,7 @@ from rlhf_edu.lm import (
     set_seed,
     token_logprobs,
 )
+from rlhf_edu.train.distributed import DataParallel, data_parallel
 from rlhf_edu.train.prompts import check_prompts
 
 __all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy",
@@ -287,6 +288,10 @@ class OnlineRun:
             the loss sees (train mode) are the same function.
         ref_model: the frozen reference on the device (a copy of the policy as given, by default).
         prompt_stream: CPU generator of the prompt draws; ``sample_stream``: the sampler's, on the device.
+        parallel: the run's ``rlhf_edu.train.distributed.DataParallel``. Under ``torchrun`` the prompt
+            stream is seeded alike on every process (the global batch is drawn once, process ``r`` takes
+            slice ``r``: ``parallel.share_items``) and the sample stream with ``seed + rank`` (each process
+            samples its own completions); in a single process both are seeded with ``seed``, as before.
     """
 
     prompts: list
@@ -297,6 +302,7 @@ class OnlineRun:
     ref_model: torch.nn.Module
     prompt_stream: torch.Generator
     sample_stream: torch.Generator
+    parallel: DataParallel | None = None
 
 
 def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=None, eval_prompts=None,
@@ -316,9 +322,11 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     reward_fn = as_reward_fn(reward_fn, tokenizer)
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer, "gold_reward_fn")
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun
+    device = parallel.device
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     policy.eval()
     return OnlineRun(prompts, eval_prompts, reward_fn, gold_fn, device, ref_model,
                      prompt_stream=torch.Generator().manual_seed(seed),
-                     sample_stream=torch.Generator(device=device).manual_seed(seed))
+                     sample_stream=torch.Generator(device=device).manual_seed(seed + parallel.rank),
+                     parallel=parallel)

@@ -17,8 +17,9 @@ import torch
 
 from rlhf_edu.lm import disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed, token_logprobs
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import NonFiniteLossError, optimizer_step
+from rlhf_edu.train.loop import NonFiniteLossError
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import check_choice, check_integer, check_positive
 
@@ -38,6 +39,23 @@ def masked_nll(logp: torch.Tensor, mask: torch.Tensor, reduction: str = "token_m
     if reduction == "token_mean":
         return -(logp * mask).sum() / mask.sum().clamp_min(1.0)
     return -((logp * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)).mean()
+
+
+def _global_token_loss(parallel, logp, target, weight, reduction):
+    r"""This process's share :math:`L_r` of a ``"token_mean"`` or ``"sum"`` loss over the GLOBAL batch,
+    scaled so that the mean over the N processes (what DDP's gradient average computes) is that loss.
+
+    ``"token_mean"``: :math:`L_r = -\frac{N}{T}\sum_{t \in r}\log\pi(y_t)` with :math:`T` the number of
+    target tokens of all processes (one all-reduce), so :math:`\frac{1}{N}\sum_r L_r` is the token mean
+    of the global batch, not a mean of per-process token means; ``"sum"``: :math:`L_r = -N\sum_{t \in
+    r}\log\pi(y_t)`. A stand-in share (``weight`` 0) counts no token and its loss is backpropagated times 0.
+    """
+    mask = target.to(logp.dtype) * (1.0 if weight > 0 else 0.0)
+    total = -(logp * mask).sum()
+    if reduction == "sum":
+        return total * parallel.world_size
+    tokens = parallel.sum(mask.sum()).clamp_min(1.0).to(logp.dtype)
+    return total * (parallel.world_size / tokens)
 
 
 def train_sft(
@@ -68,6 +86,11 @@ def train_sft(
     is then the model's loss, not a dropout sample, and the SFT model that later serves as policy and
     reference has no dropout to make them differ. ``False`` trains with the model's dropout (a regulariser).
 
+    Under ``torchrun --nproc_per_node N`` ``batch_size`` is per process: each step takes a global batch of
+    ``N * batch_size`` examples, each process computes its share of the GLOBAL loss (for ``"token_mean"``
+    normalised by the token count of the whole global batch) and the gradients are averaged
+    (``rlhf_edu.train.distributed``); every process logs the global ``loss`` and ``tokens``.
+
     >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
     check_integer("epochs", epochs, minimum=1)
@@ -77,20 +100,24 @@ def train_sft(
     check_choice("loss_reduction", loss_reduction, ("token_mean", "sequence_mean", "sum"))
     prompts, completions = prompt_completion_pairs(examples)
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
+    device = parallel.device
     model.to(device).train()
     if disable_dropout:
         disable_dropout_in_model(model)
     batch = prompt_completion_batch(tokenizer, prompts, completions)
     check_fits_context(model, batch.input_ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    trained, optimizer = parallel.prepare(model, optimizer)  # what the gradients flow through
     history = History("sft", dict(epochs=epochs, batch_size=batch_size, lr=lr, loss_on=loss_on,
                                   loss_reduction=loss_reduction, n_examples=len(prompts),
                                   disable_dropout=disable_dropout, seed=seed))
     n = len(prompts)
-    bar = progress_bar(steps_per_run(n, batch_size, epochs), "sft", progress)
+    global_batch = parallel.global_batch_size(batch_size)
+    bar = progress_bar(steps_per_run(n, global_batch, epochs), "sft", progress and parallel.is_main)
     start = time.perf_counter()
-    for step, (epoch, idx) in enumerate(epoch_minibatches(n, batch_size, epochs, seed)):
+    for step, (epoch, idx) in enumerate(epoch_minibatches(n, global_batch, epochs, seed)):
+        idx, weight = parallel.share(idx)  # this process's slice of the global minibatch
         ids = batch.input_ids[idx].to(device)
         attn = batch.attention_mask[idx].to(device)
         if loss_on == "completion":
@@ -99,15 +126,20 @@ def train_sft(
             target = attn.clone()
             target[:, 1:] *= attn[:, :-1]
             target[:, 0] = 0
-        loss = masked_nll(token_logprobs(model, ids, attn), target, loss_reduction)
+        logp = token_logprobs(trained, ids, attn)
+        if parallel.distributed and loss_reduction != "sequence_mean":
+            loss, weight = _global_token_loss(parallel, logp, target, weight, loss_reduction), float(weight > 0)
+        else:
+            loss = masked_nll(logp, target, loss_reduction)
         try:
-            optimizer_step(optimizer, loss, model.parameters(), max_grad_norm)
+            parallel.optimizer_step(optimizer, loss, trained.parameters(), max_grad_norm, weight=weight)
         except NonFiniteLossError as exc:
             bar.close()
             raise NonFiniteLossError(f"sft: stopped at step {step}: {exc}", step=step, history=history) from exc
         if step % log_every == 0:  # logging every step would cost more than a tiny model's step
-            history.log(step=step, epoch=epoch, loss=loss.detach(), tokens=target.sum(),
-                        seconds=time.perf_counter() - start)
+            row = parallel.reduce_metrics(dict(loss=loss.detach(), tokens=target.sum() if weight > 0 else 0.0),
+                                          weight=weight, sums=("tokens",))
+            history.log(step=step, epoch=epoch, **row, seconds=time.perf_counter() - start)
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()

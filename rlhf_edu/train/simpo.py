@@ -23,9 +23,10 @@ import torch
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import resolve_device, set_seed
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
+from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import optimizer_step, run_steps
+from rlhf_edu.train.loop import run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
@@ -112,13 +113,15 @@ def train_simpo(
     prompts, chosen, rejected = preference_triples(pairs)
 
     set_seed(seed)
-    device = resolve_device(device)
+    parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
+    device = parallel.device
     # Only the evaluation's KL needs a reference.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
                                      reference=eval_prompts is not None)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs,
                                     batch_size=batch_size, lr=lr, n_pairs=len(prompts),
                                     disable_dropout=disable_dropout, seed=seed))
@@ -127,9 +130,10 @@ def train_simpo(
 
     def train_step(minibatch):
         epoch, idx = minibatch
+        idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         batch = take_rows(data, pair_rows(idx, n), device)
         # Summed log-probs of chosen and rejected in ONE forward pass, and their lengths |y|.
-        chosen_logps, rejected_logps = chosen_rejected_logps(policy, batch, "sum")
+        chosen_logps, rejected_logps = chosen_rejected_logps(model, batch, "sum")
         lengths = batch.completion_mask.sum(dim=1).to(chosen_logps.dtype)
         chosen_lengths, rejected_lengths = lengths.chunk(2)
         # Meng et al. 2024, eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
@@ -137,7 +141,7 @@ def train_simpo(
         objective = losses.mean()
         if sft_weight > 0:
             objective = objective + sft_weight * per_token_nll(chosen_logps, batch.completion_mask[: len(idx)]).mean()
-        optimizer_step(optimizer, objective, policy.parameters(), max_grad_norm)
+        parallel.optimizer_step(optimizer, objective, model.parameters(), max_grad_norm)
 
         with torch.no_grad():  # SimPO's reward: beta times the average log-prob per token
             chosen_reward = beta * chosen_logps.detach() / chosen_lengths
@@ -149,8 +153,9 @@ def train_simpo(
                     chosen_length=chosen_lengths.mean(), rejected_length=rejected_lengths.mean())
 
     policy.train()
-    run_steps(epoch_minibatches(n, batch_size, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, batch_size, epochs), description="simpo",
+    global_batch = parallel.global_batch_size(batch_size)
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs), description="simpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
               eval_every=eval_every, progress=progress, postfix=("loss", "margin"))
