@@ -76,6 +76,22 @@ def test_train_dpo_on_a_saved_qwen2_writes_a_model_that_from_pretrained_loads(qw
     assert "KL to start" in printed and "after" in printed
 
 
+def test_dtype_bfloat16_is_an_option_of_every_method(qwen2_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    assert all(method_options(m).__dataclass_fields__["dtype"].default == "float32" for m in METHODS)
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "out"
+    assert main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--steps", "2", "--out", str(out),
+                 "--batch_size", "2", "--sft_weight", "0", "--device", "cpu", "--dtype", "bfloat16", "--quiet"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["rows"][0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # log 2 in bfloat16 too
+    assert next(AutoModelForCausalLM.from_pretrained(out).parameters()).dtype == torch.float32  # mixed precision
+    with pytest.raises(ValueError, match="dtype"):
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--steps", "1", "--device", "cpu",
+              "--dtype", "float16", "--quiet"])
+
+
 def test_grpo_with_a_reward_function_by_name(qwen2_dir, tmp_path):
     data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
     result = train_from_files("grpo", qwen2_dir, data, out=tmp_path / "grpo", steps=2,

@@ -10,7 +10,7 @@ model on a laptop CPU is the code that runs on a real checkpoint on a GPU::
     logp = token_logprobs(model, rollout.input_ids, rollout.attention_mask)
 """
 
-from rlhf_edu.lm import batching, checkpoint, device, dropout, generation, heads, logprobs, models, tokenizer
+from rlhf_edu.lm import batching, checkpoint, device, dropout, generation, heads, logprobs, models, precision, tokenizer
 from rlhf_edu.lm.batching import *  # noqa: F401,F403
 from rlhf_edu.lm.checkpoint import *  # noqa: F401,F403
 from rlhf_edu.lm.device import *  # noqa: F401,F403
@@ -19,10 +19,11 @@ from rlhf_edu.lm.generation import *  # noqa: F401,F403
 from rlhf_edu.lm.heads import *  # noqa: F401,F403
 from rlhf_edu.lm.logprobs import *  # noqa: F401,F403
 from rlhf_edu.lm.models import *  # noqa: F401,F403
+from rlhf_edu.lm.precision import *  # noqa: F401,F403
 from rlhf_edu.lm.tokenizer import *  # noqa: F401,F403
 
 __all__ = [
     name
-    for module in (tokenizer, models, dropout, device, batching, logprobs, generation, heads, checkpoint)
+    for module in (tokenizer, models, dropout, device, precision, batching, logprobs, generation, heads, checkpoint)
     for name in module.__all__
 ]

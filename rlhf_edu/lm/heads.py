@@ -79,6 +79,12 @@ def _backbone_dtype_device(backbone):
     return torch.get_default_dtype(), torch.device("cpu")
 
 
+def _float32(scores):
+    # bfloat16/float16 scores (autocast, or a model loaded in half precision) leave the head as float32,
+    # like the log-probs of rlhf_edu.lm.token_logprobs: the losses and advantages built on them are float32.
+    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
+
+
 class _ScalarHead(nn.Module):
     """Backbone + ``nn.Linear(hidden, 1)``; subclasses choose which positions to read."""
 
@@ -140,7 +146,8 @@ class RewardModel(_ScalarHead):
     ``config.hidden_size``: opt-350m returns 512 of its 1024), with weights drawn from
     :math:`\mathcal N(0, \text{init\_std}^2)` (default :math:`1/\sqrt{d+1}`, as in Ziegler et al. 2019) and
     bias 0. ``forward(input_ids, attention_mask)`` returns ``(B,)``: the head applied to the last layer's
-    hidden state at each row's last real token, so left and right padding give the same reward. Trained
+    hidden state at each row's last real token, so left and right padding give the same reward (float32
+    even from a bfloat16 forward pass: ``rlhf_edu.lm.mixed_precision``; ``ValueModel`` too). Trained
     with the Bradley-Terry loss in chapter 1; scores rollouts in chapters 4, 5 and 8.
 
     Args:
@@ -160,7 +167,7 @@ class RewardModel(_ScalarHead):
         hidden = self.hidden_states(input_ids, attention_mask)
         last = last_token_index(attention_mask)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self.head(hidden[rows, last]).squeeze(-1)
+        return _float32(self.head(hidden[rows, last]).squeeze(-1))
 
     @classmethod
     def from_pretrained_lm(cls, lm, init_std=None, seed=None):
@@ -190,7 +197,7 @@ class ValueModel(_ScalarHead):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.hidden_states(input_ids, attention_mask)
-        values = self.head(hidden).squeeze(-1)
+        values = _float32(self.head(hidden).squeeze(-1))
         return torch.where(attention_mask != 0, values, torch.zeros_like(values))
 
     @classmethod

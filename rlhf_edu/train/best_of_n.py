@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rlhf_edu.lm import generate, resolve_device
+from rlhf_edu.lm import generate, mixed_precision, resolve_device
 from rlhf_edu.numpy.divergences import kl_divergence
 from rlhf_edu.numpy.sampling import best_of_n_kl_bound, best_of_n_probs
 from rlhf_edu.train.progress import progress_bar
@@ -71,6 +71,7 @@ def sample_best_of_n(
     batch_size: int = 256,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = False,
 ) -> BestOfN:
     r"""Sample ``n`` completions per prompt from ``policy`` and keep the one with the highest reward.
@@ -81,7 +82,9 @@ def sample_best_of_n(
     ``RewardModel``; ``gold_reward_fn`` (optional) is only measured. Samples are drawn ``batch_size``
     rows (about ``batch_size // n`` prompts) per ``generate`` call, from a generator seeded with
     ``seed``, so the result is the same twice on the CPU. The policy is not changed (it is moved to
-    ``device``). Chapter 8; ``n = 1`` is plain sampling.
+    ``device``). ``dtype``: ``"float32"`` (default) or ``"bfloat16"`` (sampling and a ``RewardModel``'s scoring
+    under ``torch.autocast``, ``rlhf_edu.lm.mixed_precision``; ``ValueError`` naming ``dtype`` for another
+    value). Chapter 8; ``n = 1`` is plain sampling.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
@@ -97,6 +100,7 @@ def sample_best_of_n(
     reward_fn = as_reward_fn(reward_fn, tokenizer)
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
     device = resolve_device(device)
+    autocast = mixed_precision(dtype, device)
     policy.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
 
@@ -105,12 +109,13 @@ def sample_best_of_n(
     bar = progress_bar(len(prompts), f"best-of-{n}", progress)
     for first in range(0, len(prompts), chunk):
         part = prompts[first:first + chunk]
-        rollout = generate(policy, tokenizer, part, max_new_tokens, temperature=temperature, num_samples=n,
-                           generator=generator)
+        with autocast:  # sampling and scoring, no backward: all of it in dtype
+            rollout = generate(policy, tokenizer, part, max_new_tokens, temperature=temperature, num_samples=n,
+                               generator=generator)
+            rewards.append(reward_fn(rollout.completions, rollout.prompts))
+            if gold_fn is not None:
+                golds.append(gold_fn(rollout.completions, rollout.prompts))
         completions += rollout.completions
-        rewards.append(reward_fn(rollout.completions, rollout.prompts))
-        if gold_fn is not None:
-            golds.append(gold_fn(rollout.completions, rollout.prompts))
         bar.update(len(part))
     bar.close()
 
@@ -139,6 +144,7 @@ def best_of_n_curve(
     batch_size: int = 256,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = False,
 ) -> dict:
     r"""Reward, gold reward and KL of best-of-n for every n in ``ns``, from one pool of samples per prompt.
@@ -161,7 +167,7 @@ def best_of_n_curve(
     Returns a dict of ``(len(ns),)`` arrays: ``n``, ``reward``, ``gold_reward`` (NaN without
     ``gold_reward_fn``), ``kl`` (the plug-in estimate, nats), ``kl_bound``, plus ``samples`` (the
     ``BestOfN`` of the pool, for plots of the reward distribution). Raises ``ValueError`` if some n
-    exceeds ``samples_per_prompt``. Chapter 8's figure: gold reward and KL against n, with the bound.
+    exceeds ``samples_per_prompt``; ``dtype`` as in ``sample_best_of_n``. Chapter 8's figure: gold reward and KL against n, with the bound.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer(); model = tiny_causal_lm(tok, d_model=32, n_layer=1)
@@ -183,7 +189,7 @@ def best_of_n_curve(
                          f"better 4 times it: the pool estimates best-of-n by drawing from itself")
     pool = sample_best_of_n(policy, tokenizer, prompts, reward_fn, samples_per_prompt, max_new_tokens=max_new_tokens,
                      temperature=temperature, gold_reward_fn=gold_reward_fn, batch_size=batch_size, seed=seed,
-                     device=device, progress=progress)
+                     device=device, dtype=dtype, progress=progress)
     return {**best_of_n_from_pool(pool.all_rewards, ns, gold_rewards=pool.all_gold_rewards), "samples": pool}
 
 

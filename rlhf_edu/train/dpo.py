@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import REDUCTIONS, resolve_device, set_seed
+from rlhf_edu.lm import REDUCTIONS, mixed_precision, resolve_device, set_seed
 from rlhf_edu.numpy.direct import GPO_LOSSES
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
@@ -80,6 +80,7 @@ def train_dpo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` on preference ``pairs`` with DPO (or IPO, SLiC-HF, GPO); returns ``(policy, history)``.
@@ -147,6 +148,14 @@ def train_dpo(
             dropout 0.1). ``False`` keeps the model's dropout in the training forward passes.
         seed: seeds the run (shuffling and torch); the same seed gives the same history on the CPU.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` (default) or ``"bfloat16"``, the precision of the forward passes (policy,
+            reference, sampling). bfloat16 runs them under ``torch.autocast`` (``rlhf_edu.lm.mixed_precision``,
+            as Hugging Face ``Trainer(bf16=True)``): the matrix products run in bfloat16 while the weights and
+            the optimiser state stay float32, and the log-probs and the loss are float32. A policy already
+            loaded in bfloat16 trains as it is, in bfloat16 throughout: its AdamW state is bfloat16 too and
+            updates below its rounding step are lost (load it in float32 to train it). ``ValueError`` naming
+            ``dtype`` for another value, for float16 (it would need loss scaling) or for bfloat16 on a GPU
+            without it.
         progress: show a progress bar.
 
     Returns:
@@ -187,10 +196,12 @@ def train_dpo(
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = encode_pairs(tokenizer, prompts, chosen, rejected, model=policy)
     # log pi_ref(y|x) of every chosen and rejected completion, once: the reference never changes.
-    ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)
+    with autocast:
+        ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(policy, optimizer)  # model: what the gradients flow through
@@ -207,7 +218,8 @@ def train_dpo(
         rows = pair_rows(idx, n)
         batch = take_rows(data, rows, device)
         # Chosen and rejected in ONE forward pass (rows 0..B-1 chosen, B..2B-1 rejected).
-        policy_chosen, policy_rejected = chosen_rejected_logps(model, batch, logp_reduction)
+        with autocast:  # the forward pass only: backward runs outside autocast
+            policy_chosen, policy_rejected = chosen_rejected_logps(model, batch, logp_reduction)
         ref_chosen, ref_rejected = ref_logps[rows.to(device)].chunk(2)
 
         if loss == "dpo":  # Rafailov et al. 2023, eq. 7 (cDPO with label_smoothing)
@@ -239,7 +251,8 @@ def train_dpo(
     run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
               total=steps_per_run(n, global_batch, epochs), description=f"dpo ({loss})", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("loss", "margin"))
     policy.eval()
     return policy, history

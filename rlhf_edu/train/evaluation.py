@@ -16,6 +16,8 @@ exactly over the vocabulary, so it is never negative (unlike the k1 sample estim
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -119,16 +121,20 @@ def log_evaluation(policy, tokenizer, eval_prompts, *, ref_model=None, gold_rewa
 
 
 def evaluator(policy, tokenizer, eval_prompts, *, ref_model=None, gold_reward_fn=None, reward_fn=None,
-              num_samples=4, max_new_tokens=48, temperature=1.0, seed=1234):
+              num_samples=4, max_new_tokens=48, temperature=1.0, seed=1234, autocast=None):
     """A no-argument function returning ``log_evaluation`` of ``policy`` as it is when called; None when
     ``eval_prompts`` is None (no evaluation). What every trainer hands to ``rlhf_edu.train.loop.run_steps``.
+    ``autocast``: the run's ``rlhf_edu.lm.MixedPrecision``, under which the evaluation samples and scores
+    (None: the models' own precision).
     """
     if eval_prompts is None:
         return None
+    autocast = contextlib.nullcontext() if autocast is None else autocast
 
     def evaluate():
-        return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                              reward_fn=reward_fn, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                              temperature=temperature, seed=seed)
+        with autocast:
+            return log_evaluation(policy, tokenizer, eval_prompts, ref_model=ref_model,
+                                  gold_reward_fn=gold_reward_fn, reward_fn=reward_fn, num_samples=num_samples,
+                                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
 
     return evaluate

@@ -123,6 +123,7 @@ def train_grpo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` with GRPO on ``prompts`` scored by ``reward_fn``; returns ``(policy, history)``.
@@ -201,6 +202,8 @@ def train_grpo(
             the same function, so the ratio is exactly 1 at the first iteration. ``False`` keeps the dropout.
         seed: seeds the run (prompt draws, sampling and torch); the same seed gives the same history on CPU.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` (default) or ``"bfloat16"``: the precision of the forward passes, sampling
+            included; as in ``train_dpo``.
         progress: show a progress bar.
 
     Returns:
@@ -271,9 +274,10 @@ def train_grpo(
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device, disable_dropout=disable_dropout)
+                             device=device, disable_dropout=disable_dropout, dtype=dtype)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
     device, ref_model, parallel = run.device, run.ref_model, run.parallel
+    autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("grpo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
@@ -292,10 +296,11 @@ def train_grpo(
         # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
         mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
                                                  prompt_stream))
-        batch = collect_rollouts(policy, tokenizer, mine,
-                                 reward_fn, ref_model=ref_model, num_samples=group_size,
-                                 max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
-                                 gold_reward_fn=gold_fn)
+        with autocast:
+            batch = collect_rollouts(policy, tokenizer, mine,
+                                     reward_fn, ref_model=ref_model, num_samples=group_size,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
+                                     gold_reward_fn=gold_fn)
         scores = batch.rewards  # what the advantages see: the reward, shaped
         if overlong_buffer is not None:  # DAPO's soft overlong punishment
             scores = scores + soft_overlong_penalty(batch.rollout.completion_lengths, max_new_tokens,
@@ -334,8 +339,9 @@ def train_grpo(
         # Lines 15-19: mu gradient steps on the GRPO objective (eq. 3) over the whole batch.
         losses, clipped = [], []
         for iteration in range(num_iterations if total else 0):
-            logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
-                                                 temperature=temperature, return_entropy=True)
+            with autocast:  # the forward pass only: backward runs outside autocast
+                logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
+                                                     temperature=temperature, return_entropy=True)
             kl_beta = beta if kl_in == "loss" else 0.0
             if loss == "grpo":
                 value, stats = rt.grpo_loss(logp, train.logp_old, train.logp_ref, train_adv, train_mask,
@@ -355,7 +361,7 @@ def train_grpo(
             losses.append(value.item() * weight)
             clipped.append(stats["clip_fraction"].item() * weight)
         if not losses:  # every completion was cut and mask_truncated left nothing to train on
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 _, token_entropy = token_logprobs(policy, rollout.input_ids, rollout.attention_mask,
                                                   temperature=temperature, return_entropy=True)
             entropy = (token_entropy * mask).sum(-1).mean()
@@ -373,7 +379,8 @@ def train_grpo(
     policy.train()  # updated in train mode; generate() samples in eval mode
     run_steps(range(steps), train_step, history=history, total=steps, description="grpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("reward", "loss"))
     policy.eval()
     return policy, history

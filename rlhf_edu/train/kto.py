@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import REDUCTIONS, prompt_completion_batch, resolve_device, sequence_logprobs, set_seed
+from rlhf_edu.lm import REDUCTIONS, mixed_precision, prompt_completion_batch, resolve_device, sequence_logprobs, set_seed
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
@@ -86,6 +86,7 @@ def train_kto(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` with KTO on unpaired labelled ``examples``; returns ``(policy, history)``.
@@ -131,7 +132,7 @@ def train_kto(
         kl_estimate: ``"mismatched"`` (the paper's batch estimate; any ``batch_size``: a minibatch of
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``
             (``batch_size`` per process under ``torchrun``; the mismatched pairs behind :math:`z_0` and the
             SFT term's mean over desirable examples are those of the global batch, as in one process; the
             logged ``desirable_reward``, ``undesirable_reward`` and ``reward`` average each process's means,
@@ -175,10 +176,12 @@ def train_kto(
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     data = prompt_completion_batch(tokenizer, prompts, completions)
     check_fits_context(policy, data.input_ids)
-    ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)  # once, no gradient
+    with autocast:
+        ref_logps = frozen_logps(ref_model, data, logp_reduction, device=device)  # once, no gradient
     desirable = torch.as_tensor(labels, device=device)
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
@@ -215,13 +218,14 @@ def train_kto(
         epoch, global_idx = minibatch
         idx, weight = parallel.share(global_idx)  # this process's slice of the global minibatch
         batch = take_rows(data, idx, device)
-        policy_logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                         logp_reduction)
+        with autocast:  # the forward passes only: backward runs outside autocast
+            policy_logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                             logp_reduction)
+            if kl_estimate == "mismatched":  # z0 from the whole global minibatch
+                kl_reference = mismatched_kl(global_idx)
         ref_batch = ref_logps[idx.to(device)]
         is_desirable = desirable[idx.to(device)]
-        if kl_estimate == "mismatched":
-            kl_reference = mismatched_kl(global_idx)  # z0 from the whole global minibatch
-        else:
+        if kl_estimate != "mismatched":
             kl_reference = torch.zeros((), device=device, dtype=policy_logps.dtype)
         # Ethayarajh et al. 2024, eq. 8: lambda_y - v(x, y), z0 = max(0, KL) detached inside kto_loss.
         losses = rt.kto_loss(policy_logps, ref_batch, is_desirable, kl_reference, beta, lambda_d, lambda_u)
@@ -249,7 +253,8 @@ def train_kto(
     run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
               total=steps_per_run(n, global_batch, epochs), description="kto", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("loss", "kl_reference"))
     policy.eval()
     return policy, history

@@ -39,6 +39,8 @@ list; ``--epochs`` is then ignored). ``--reward``: a reward-model folder (``rlhf
 Several GPUs: ``torchrun --nproc_per_node N -m rlhf_edu.cli train METHOD ...`` (or ``accelerate launch``)
 runs the trainer data-parallel (``rlhf_edu.train.distributed``): ``--batch_size`` is per process, ``--steps``
 counts global steps of ``N * batch_size`` records, and only the main process evaluates and writes ``--out``.
+``--dtype bfloat16`` (every method) runs the forward passes in bfloat16 mixed precision (an Ampere or newer
+GPU, or the CPU); the weights stay float32 (``rlhf_edu.lm.mixed_precision``).
 
 Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
 empty field, a label that is not true/false, a prompt longer than the model's context.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import resolve_device, set_seed
+from rlhf_edu.lm import mixed_precision, resolve_device, set_seed
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
@@ -61,6 +61,7 @@ def train_orpo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` on preference ``pairs`` with ORPO; returns ``(policy, history)``.
@@ -75,7 +76,7 @@ def train_orpo(
         lam: :math:`\lambda \ge 0`, the weight of the odds-ratio term. The paper uses 0.1 to 0.25 when
             starting from a base model; starting from an SFT model that already writes the chosen kind of
             text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
@@ -106,6 +107,7 @@ def train_orpo(
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     # Only the evaluation's KL needs a reference.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
                                      reference=eval_prompts is not None)
@@ -123,7 +125,8 @@ def train_orpo(
         idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         batch = take_rows(data, pair_rows(idx, n), device)
         # Mean per-token log-probs of chosen and rejected in ONE forward pass.
-        chosen_mean, rejected_mean = chosen_rejected_logps(model, batch, "mean")
+        with autocast:  # the forward pass only: backward runs outside autocast
+            chosen_mean, rejected_mean = chosen_rejected_logps(model, batch, "mean")
         nll = -chosen_mean  # L_SFT: the chosen completion's per-token NLL
         # Hong et al. 2024, eq. 6: L_SFT + lam * L_OR, L_OR = -log sigma(log odds(y_w) - log odds(y_l))
         objective = rt.orpo_loss(chosen_mean, rejected_mean, nll, lam).mean()
@@ -141,7 +144,8 @@ def train_orpo(
     run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
               total=steps_per_run(n, global_batch, epochs), description="orpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("loss", "log_odds_ratio"))
     policy.eval()
     return policy, history

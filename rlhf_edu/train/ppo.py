@@ -60,7 +60,8 @@ import math
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, ValueModel, disable_dropout_in_model, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import (RewardModel, ValueModel, disable_dropout_in_model, mixed_precision, resolve_device, set_seed,
+                         token_logprobs)
 from rlhf_edu.lm.batching import prompt_completion_batch
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import check_fits_context, minibatches
@@ -217,6 +218,7 @@ def train_ppo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Fine-tune ``policy`` with PPO against ``reward_fn`` (see the module docstring); returns ``(policy, history)``.
@@ -288,6 +290,9 @@ def train_ppo(
             clipping acts on policy change, not on dropout noise. ``False`` keeps the models' dropout.
         seed, device, progress: random seed (same seed, same history on the CPU), ``"auto"``/``"cpu"``/
             ``"cuda"``, progress bar.
+        dtype: ``"float32"`` (default) or ``"bfloat16"``: the precision of the forward passes of the four
+            models, sampling included; as in ``rlhf_edu.train.train_dpo`` (the values, like the log-probs,
+            are float32).
 
     Returns:
         ``(policy, history)``: one history row per rollout batch with ``loss`` (actor loss + ``vf_coef`` x
@@ -380,6 +385,7 @@ def train_ppo(
     # several processes under torchrun (batch_size and minibatch_size per process)
     parallel = data_parallel(resolve_device(device), find_unused_parameters=True)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     # Dropout off (disable_dropout): the ratio pi / pi_old is then exactly 1 before the first update instead of
     # noise. The reference is the SFT model, before any update.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
@@ -423,15 +429,16 @@ def train_ppo(
         # 1. Rollout: sample, score, log-probs under the sampling ("old") policy and the reference.
         # one global draw of N * batch_size prompts, alike on every process; this process's slice
         mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(batch_size), prompt_gen))
-        batch = collect_rollouts(policy, tokenizer, mine, score_fn,
-                                 ref_model=ref_model, max_new_tokens=max_new_tokens, temperature=temperature,
-                                 generator=sample_gen, gold_reward_fn=gold_reward_fn)
+        with autocast:
+            batch = collect_rollouts(policy, tokenizer, mine, score_fn,
+                                     ref_model=ref_model, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     generator=sample_gen, gold_reward_fn=gold_reward_fn)
         roll, P = batch.rollout, batch.rollout.prompt_length
         ids, attn = roll.input_ids, roll.attention_mask
         mask = roll.completion_mask[:, P:].to(batch.logp_old.dtype)  # (B, L) over the completion columns
         logp_old, logp_ref = batch.logp_old[:, P:], batch.logp_ref[:, P:]
 
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             # 2. Score at the end token, normalised, plus the per-token KL penalty (Ziegler et al. eq. 2).
             score = batch.rewards
             lengths = mask.sum(-1).long()
@@ -467,7 +474,8 @@ def train_ppo(
             for idx in minibatches(len(roll), minibatch_size, prompt_gen):
                 idx = idx.to(device)
                 m = mask[idx]
-                logp, ent = token_logprobs(actor, ids[idx], attn[idx], temperature=temperature, return_entropy=True)
+                with autocast:  # the forward pass only: backward runs outside autocast
+                    logp, ent = token_logprobs(actor, ids[idx], attn[idx], temperature=temperature, return_entropy=True)
                 logp, ent = logp[:, P:], ent[:, P:]
                 policy_loss, stats = rt.ppo_clip_loss(logp, logp_old[idx], advantages[idx], m, clip_eps,
                                                       return_stats=True)
@@ -475,7 +483,8 @@ def train_ppo(
                 actor_loss = policy_loss - entropy_coef * entropy
                 if ptx_batch is not None:  # PPO-ptx: + gamma * NLL of pre-training texts (InstructGPT eq. 2)
                     pick = torch.randint(len(ptx_batch), (len(idx),), generator=ptx_gen).to(device)
-                    ptx_logp = token_logprobs(actor, ptx_batch.input_ids[pick], ptx_batch.attention_mask[pick])
+                    with autocast:
+                        ptx_logp = token_logprobs(actor, ptx_batch.input_ids[pick], ptx_batch.attention_mask[pick])
                     ptx_loss = masked_nll(ptx_logp, ptx_batch.completion_mask[pick])
                     actor_loss = actor_loss + ptx_coef * ptx_loss
                     sums["ptx_loss"] = sums.get("ptx_loss", 0.0) + float(ptx_loss.detach())
@@ -483,7 +492,8 @@ def train_ppo(
                     actor_loss = actor_loss + beta * _masked_mean(rt.kl_estimate(logp, logp_ref[idx], kl_estimator), m)
                 if actor_frozen:
                     actor_loss = actor_loss.detach()
-                values = _completion_values(critic_model, ids[idx], attn[idx], P)
+                with autocast:
+                    values = _completion_values(critic_model, ids[idx], attn[idx], P)
                 v_loss = rt.value_loss(values, returns[idx], values_old[idx], clip=value_clip, mask=m)
                 loss = actor_loss + vf_coef * v_loss
 
@@ -525,7 +535,7 @@ def train_ppo(
     run_steps(range(steps), train_step, history=history, total=steps, description="ppo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=1, max_new_tokens=max_new_tokens,
-                                 temperature=temperature),
+                                 temperature=temperature, autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("reward", "kl"))
     policy.eval()
     critic.eval()

@@ -77,6 +77,7 @@ def train_rest(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` with ReST on ``prompts`` scored by ``reward_fn``; returns ``(policy, history)``.
@@ -109,7 +110,7 @@ def train_rest(
         eval_prompts, eval_samples: evaluate before every ``eval_every``-th Improve step and at the end.
         disable_dropout: dropout off in the policy and the reference (default), as ``rlhf_edu.train.grpo``,
             and in the SFT of the Improve steps (``train_sft``'s option of the same name).
-        seed, device, progress: as ``rlhf_edu.train.grpo``.
+        seed, device, dtype, progress: as ``rlhf_edu.train.grpo`` (``dtype`` also for the Improve steps' SFT).
 
     Returns:
         ``(policy, history)``, one row per Improve step (``step`` counts them over the run): ``grow``,
@@ -146,9 +147,10 @@ def train_rest(
     data_prompts, data_completions = ([], []) if examples is None else prompt_completion_pairs(examples)
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device, disable_dropout=disable_dropout)
+                             device=device, disable_dropout=disable_dropout, dtype=dtype)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
     device, ref_model, parallel = run.device, run.ref_model, run.parallel
+    autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     history = History("rest", dict(grow_steps=grow_steps, improve_steps=improve_steps,
                                    samples_per_prompt=samples_per_prompt, thresholds=thresholds, epochs=epochs,
                                    batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens,
@@ -192,7 +194,8 @@ def train_rest(
         nonlocal policy
         grow, improve, tau = grow_improve
         if improve == 0:
-            grown.update(grow_dataset())
+            with autocast:  # sampling and scoring: no backward
+                grown.update(grow_dataset())
         rewards = grown["rewards"]
         # Improve: F(x, y; tau) = 1[R(x, y) >= tau], then the SFT loss on what passes.
         keep = np.flatnonzero(rewards >= tau)
@@ -202,7 +205,7 @@ def train_rest(
             step = grow * improve_steps + improve
             policy, sft_history = train_sft(policy, tokenizer, kept, epochs=epochs, batch_size=batch_size, lr=lr,
                                       disable_dropout=disable_dropout, seed=seed + step, device=device,
-                                      progress=False)
+                                      dtype=dtype, progress=False)
             loss = float(np.mean(sft_history["loss"]))
             policy.eval()
         return dict(grow=grow, improve=improve, threshold=tau, kept=keep.size, kept_fraction=keep.size / len(rewards),
@@ -212,7 +215,8 @@ def train_rest(
     schedule = [(g, i, tau) for g in range(grow_steps) for i, tau in enumerate(thresholds)]
     run_steps(schedule, train_step, history=history, total=len(schedule), description="rest", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("loss", "kept"))
     policy.eval()
     return policy, history

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed
+from rlhf_edu.lm import (RewardModel, disable_dropout_in_model, mixed_precision, prompt_completion_batch, resolve_device,
+                         set_seed)
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
@@ -145,6 +146,7 @@ def train_reward_model(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train a ``RewardModel`` on preference pairs or K-wise rankings; returns ``(rm, history)``.
@@ -182,7 +184,8 @@ def train_reward_model(
         disable_dropout: set every dropout rate of ``rm`` to 0 first (default; as TRL's reward trainer,
             ``rlhf_edu.lm.disable_dropout_in_model``, in place): the rewards the loss sees in train mode are
             then the ones ``reward_margins`` and the RL trainers read in eval mode. ``False`` keeps them.
-        seed, device, progress: as in every trainer.
+        seed, device, dtype, progress: as in every trainer (``dtype``: see ``train_dpo``; the rewards and
+            the loss are float32).
 
     Returns:
         ``(rm, history)``; one row per optimiser step: ``loss`` (all terms), ``bt_loss`` (the
@@ -236,6 +239,7 @@ def train_reward_model(
     # several processes under torchrun (batch_size per process); the backbone's LM head gets no gradient
     parallel = data_parallel(resolve_device(device), find_unused_parameters=True)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     rm.to(device)
     if disable_dropout:
         disable_dropout_in_model(rm)
@@ -252,19 +256,19 @@ def train_reward_model(
                                            n_records=n, disable_dropout=disable_dropout, seed=seed))
 
     def evaluate():
-        m = reward_margins(rm, tokenizer, eval_records)
+        with autocast:
+            m = reward_margins(rm, tokenizer, eval_records)
         return {"eval_accuracy": float(np.mean(m > 0) + 0.5 * np.mean(m == 0)), "eval_margin": float(m.mean())}
 
     def train_step(minibatch):
         epoch, idx = minibatch
         idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
-        if k_wise:
-            rows = (idx[:, None] * K + torch.arange(K)).flatten()
-            batch = take_rows(data, rows, device)
-            rewards = model(batch.input_ids, batch.attention_mask).view(len(idx), K)
-        else:
-            batch = take_rows(data, pair_rows(idx, n), device)
-            rewards = torch.stack(model(batch.input_ids, batch.attention_mask).chunk(2), dim=1)  # (B, 2)
+        rows = (idx[:, None] * K + torch.arange(K)).flatten() if k_wise else pair_rows(idx, n)
+        batch = take_rows(data, rows, device)
+        with autocast:  # the forward pass only: backward runs outside autocast
+            rewards = model(batch.input_ids, batch.attention_mask)
+        # (B, K): row b holds the K completions of record b, best first ((B, 2) for pairs: chosen, rejected)
+        rewards = rewards.view(len(idx), K) if k_wise else torch.stack(rewards.chunk(2), dim=1)
         r_win, r_lose = rewards[:, winners], rewards[:, losers]  # (B, C(K, 2))
         m = 0.0 if margins is None else margins[idx.to(device)][:, None]
         # Bradley-Terry NLL of every pair, weighted 1/C(K,2) per ranking (InstructGPT eq. 1).

@@ -61,6 +61,7 @@ def train_rloo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` with RLOO on ``prompts`` scored by ``reward_fn``; returns ``(policy, history)``.
@@ -87,7 +88,7 @@ def train_rloo(
             completion tokens of the batch: long completions weigh more, the gradient is ~1/length
             smaller).
         max_new_tokens, temperature, ref_model, gold_reward_fn: as ``rlhf_edu.train.grpo``.
-        eval_prompts, eval_every, eval_samples, seed, device, progress: as ``rlhf_edu.train.grpo``.
+        eval_prompts, eval_every, eval_samples, seed, device, dtype, progress: as ``rlhf_edu.train.grpo``.
         disable_dropout: dropout off in the policy and the reference (default), as ``rlhf_edu.train.grpo``:
             the log-probs the loss reinforces are then those of the policy that sampled.
 
@@ -126,9 +127,10 @@ def train_rloo(
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device, disable_dropout=disable_dropout)
+                             device=device, disable_dropout=disable_dropout, dtype=dtype)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
     device, ref_model, parallel = run.device, run.ref_model, run.parallel
+    autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("rloo", dict(group_size=group_size, prompts_per_step=prompts_per_step, steps=steps, lr=lr,
@@ -142,10 +144,11 @@ def train_rloo(
         # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
         mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
                                                  prompt_stream))
-        batch = collect_rollouts(policy, tokenizer, mine,
-                                 reward_fn, ref_model=ref_model, num_samples=group_size,
-                                 max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
-                                 gold_reward_fn=gold_fn)
+        with autocast:
+            batch = collect_rollouts(policy, tokenizer, mine,
+                                     reward_fn, ref_model=ref_model, num_samples=group_size,
+                                     max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
+                                     gold_reward_fn=gold_fn)
         rollout, mask = batch.rollout, batch.rollout.completion_mask
 
         # The KL absorbed into a sequence-level reward: R = r - beta * sum_t KL_t (data, no gradient).
@@ -155,8 +158,9 @@ def train_rloo(
         advantages = rt.leave_one_out_advantages(penalized.view(-1, group_size)).reshape(-1)
 
         # Lines 6-8: the REINFORCE estimate, averaged over samples and prompts, as a loss to minimise.
-        logp, token_entropy = token_logprobs(model, rollout.input_ids, rollout.attention_mask,
-                                             temperature=temperature, return_entropy=True)
+        with autocast:  # the forward pass only: backward runs outside autocast
+            logp, token_entropy = token_logprobs(model, rollout.input_ids, rollout.attention_mask,
+                                                 temperature=temperature, return_entropy=True)
         if aggregation == "sequence":
             loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
         else:
@@ -174,7 +178,8 @@ def train_rloo(
     policy.train()  # updated in train mode; generate() samples in eval mode
     run_steps(range(steps), train_step, history=history, total=steps, description="rloo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("reward", "kl"))
     policy.eval()
     return policy, history

@@ -16,10 +16,12 @@ import torch
 
 from rlhf_edu import torch as rt
 from rlhf_edu.lm import (
+    MixedPrecision,
     RewardModel,
     Rollout,
     disable_dropout_in_model,
     generate,
+    mixed_precision,
     prompt_completion_batch,
     resolve_device,
     set_seed,
@@ -292,6 +294,7 @@ class OnlineRun:
             stream is seeded alike on every process (the global batch is drawn once, process ``r`` takes
             slice ``r``: ``parallel.share_items``) and the sample stream with ``seed + rank`` (each process
             samples its own completions); in a single process both are seeded with ``seed``, as before.
+        autocast: ``rlhf_edu.lm.mixed_precision(dtype, device)``, the context of the run's forward passes.
     """
 
     prompts: list
@@ -303,18 +306,20 @@ class OnlineRun:
     prompt_stream: torch.Generator
     sample_stream: torch.Generator
     parallel: DataParallel | None = None
+    autocast: MixedPrecision | None = None
 
 
 def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=None, eval_prompts=None,
                        ref_model=None, max_new_tokens: int, seed: int, device="auto",
-                       disable_dropout: bool = True) -> OnlineRun:
+                       disable_dropout: bool = True, dtype="float32") -> OnlineRun:
     """Check the prompts against the context, wrap the rewards, seed, place the models: an ``OnlineRun``.
 
-    The models are placed by ``policy_and_reference`` (dropout off in both with ``disable_dropout``).
+    The models are placed by ``policy_and_reference`` (dropout off in both with ``disable_dropout``);
+    ``dtype`` is the precision of the forward passes (``rlhf_edu.lm.mixed_precision``).
 
     Raises ``ValueError`` for empty prompts, prompts that do not fit the context with ``max_new_tokens``,
-    or a tokenizer without a pad token; ``TypeError`` for a reward that is neither callable nor a
-    ``RewardModel``.
+    a tokenizer without a pad token, or a ``dtype`` the device cannot run (``rlhf_edu.lm.resolve_dtype``);
+    ``TypeError`` for a reward that is neither callable nor a ``RewardModel``.
     """
     prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
     if eval_prompts is not None:
@@ -324,9 +329,10 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun
     device = parallel.device
+    autocast = mixed_precision(dtype, device)
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
     policy.eval()
     return OnlineRun(prompts, eval_prompts, reward_fn, gold_fn, device, ref_model,
                      prompt_stream=torch.Generator().manual_seed(seed),
                      sample_stream=torch.Generator(device=device).manual_seed(seed + parallel.rank),
-                     parallel=parallel)
+                     parallel=parallel, autocast=autocast)

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from rlhf_edu.lm import disable_dropout_in_model, prompt_completion_batch, resolve_device, set_seed, token_logprobs
+from rlhf_edu.lm import (disable_dropout_in_model, mixed_precision, prompt_completion_batch, resolve_device, set_seed,
+                         token_logprobs)
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
@@ -73,6 +74,7 @@ def train_sft(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
     log_every: int = 1,
 ):
@@ -91,6 +93,9 @@ def train_sft(
     normalised by the token count of the whole global batch) and the gradients are averaged
     (``rlhf_edu.train.distributed``); every process logs the global ``loss`` and ``tokens``.
 
+    ``dtype``: ``"float32"`` (default) or ``"bfloat16"``, the precision of the forward pass, as in
+    ``train_dpo`` (autocast: weights and optimiser state stay float32, the loss is float32).
+
     >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
     check_integer("epochs", epochs, minimum=1)
@@ -102,6 +107,7 @@ def train_sft(
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     model.to(device).train()
     if disable_dropout:
         disable_dropout_in_model(model)
@@ -126,7 +132,8 @@ def train_sft(
             target = attn.clone()
             target[:, 1:] *= attn[:, :-1]
             target[:, 0] = 0
-        logp = token_logprobs(trained, ids, attn)
+        with autocast:  # the forward pass only: backward runs outside autocast
+            logp = token_logprobs(trained, ids, attn)
         if parallel.distributed and loss_reduction != "sequence_mean":
             loss, weight = _global_token_loss(parallel, logp, target, weight, loss_reduction), float(weight > 0)
         else:

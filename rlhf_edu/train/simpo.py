@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import resolve_device, set_seed
+from rlhf_edu.lm import mixed_precision, resolve_device, set_seed
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
@@ -64,6 +64,7 @@ def train_simpo(
     disable_dropout: bool = True,
     seed: int = 0,
     device="auto",
+    dtype="float32",
     progress: bool = True,
 ):
     r"""Train ``policy`` on preference ``pairs`` with SimPO; returns ``(policy, history)``.
@@ -83,7 +84,7 @@ def train_simpo(
         gamma: :math:`\gamma \ge 0`, the target reward margin (the paper's ratio :math:`\gamma/\beta` of
             about 0.5 gives the default 1.0).
         sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, progress: as in ``train_dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
@@ -115,6 +116,7 @@ def train_simpo(
     set_seed(seed)
     parallel = data_parallel(resolve_device(device))  # several processes under torchrun (batch_size per process)
     device = parallel.device
+    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
     # Only the evaluation's KL needs a reference.
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout,
                                      reference=eval_prompts is not None)
@@ -133,7 +135,8 @@ def train_simpo(
         idx, _ = parallel.share(idx)  # this process's slice of the global minibatch
         batch = take_rows(data, pair_rows(idx, n), device)
         # Summed log-probs of chosen and rejected in ONE forward pass, and their lengths |y|.
-        chosen_logps, rejected_logps = chosen_rejected_logps(model, batch, "sum")
+        with autocast:  # the forward pass only: backward runs outside autocast
+            chosen_logps, rejected_logps = chosen_rejected_logps(model, batch, "sum")
         lengths = batch.completion_mask.sum(dim=1).to(chosen_logps.dtype)
         chosen_lengths, rejected_lengths = lengths.chunk(2)
         # Meng et al. 2024, eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
@@ -157,7 +160,8 @@ def train_simpo(
     run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
               total=steps_per_run(n, global_batch, epochs), description="simpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
-                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens),
+                                 reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
+                                 autocast=autocast),
               eval_every=eval_every, progress=progress, postfix=("loss", "margin"))
     policy.eval()
     return policy, history
