@@ -8,22 +8,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu.figures import load_all  # noqa: E402
 
 REGISTRY = load_all()
 
 
 def _build(name):
-    fig = REGISTRY[name]()
-    try:
-        assert isinstance(fig, Figure), f"{name} returned {type(fig).__name__}, not a Figure"
-        assert fig.axes, f"{name} has no axes"
-        for ax in fig.axes:  # every plotting axes is labelled (colorbars have one label)
-            if ax.get_label() == "<colorbar>":
-                continue
-            assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), f"{name}: an axes has no label"
-    finally:
-        plt.close(fig)
+    check_figure(name, REGISTRY[name]())
 
 
 # ---- chapter 3 (rlhf_edu/figures/mdp.py) ----

@@ -10,6 +10,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu.figures import REGISTRY  # noqa: E402
 from rlhf_edu.figures import anatomy as figs  # noqa: E402  (registers its figures; load_all would import every chapter's)
 
@@ -19,15 +21,7 @@ CHA1 = ["chA1_llama_block", "chA1_llama2_13b_parts", "chA1_parameter_breakdown",
 
 @pytest.mark.parametrize("name", CHA1)
 def test_appendix_a1_figures_build_with_labelled_axes(name):
-    fig = REGISTRY[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        for ax in fig.axes:
-            if ax.get_label() == "<colorbar>":
-                continue
-            assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), f"{name}: an axes has no label"
-    finally:
-        plt.close(fig)
+    check_figure(name, REGISTRY[name]())
 
 
 def test_widget_arguments_and_other_models():

@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu import numpy as rn  # noqa: E402
 from rlhf_edu.figures import best_of_n as figs  # noqa: E402
 from rlhf_edu.figures import REGISTRY  # noqa: E402  (filled by importing the module above)
@@ -71,13 +73,7 @@ def test_filtered_distribution_is_the_conditional_and_its_kl_is_minus_log_q():
 
 @pytest.mark.parametrize("name", FAST)
 def test_fast_figures_build_with_labelled_axes(name):
-    fig = REGISTRY[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        for ax in fig.axes:
-            assert ax.get_xlabel() and ax.get_ylabel()
-    finally:
-        plt.close(fig)
+    check_figure(name, REGISTRY[name](), both_axis_labels=True)
 
 
 def test_widget_arguments_and_bad_ranking():

@@ -9,6 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu import numpy as rn  # noqa: E402
 from rlhf_edu.figures import direct_alignment as da  # noqa: E402
 from rlhf_edu.figures import load_all  # noqa: E402
@@ -21,13 +23,7 @@ CH07 = ["ch07_gpo_functions", "ch07_target_margin", "ch07_dpo_vs_ipo", "ch07_pro
 def test_chapter7_figures_build_with_labelled_axes(name):
     registry = load_all()
     assert name in registry
-    fig = registry[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        for ax in fig.axes:
-            assert ax.get_xlabel() and ax.get_ylabel(), name
-    finally:
-        plt.close(fig)
+    check_figure(name, registry[name](), both_axis_labels=True)
 
 
 def test_figures_take_the_widget_arguments():

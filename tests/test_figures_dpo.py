@@ -10,9 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
 import rlhf_edu.figures.dpo as figs  # noqa: E402
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu import numpy as rn  # noqa: E402
 from rlhf_edu.exercises.dpo import mean_logp_limit_reference  # noqa: E402
 from rlhf_edu.figures import REGISTRY  # noqa: E402
@@ -30,13 +31,7 @@ def test_doctests():
 @pytest.mark.parametrize("name", CH06)
 def test_chapter6_figures_build_with_labelled_axes(name):
     assert name in REGISTRY  # registered on import of rlhf_edu.figures.dpo
-    fig = REGISTRY[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        for ax in fig.axes:
-            assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), f"{name}: an axes has no label"
-    finally:
-        plt.close(fig)
+    check_figure(name, REGISTRY[name]())
 
 
 @pytest.mark.parametrize("beta", [0.05, 1.0, 50.0])

@@ -9,6 +9,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu.figures import grpo as figs  # noqa: E402
 from rlhf_edu.figures import load_all  # noqa: E402
 
@@ -18,15 +20,7 @@ NAMES = ["ch05_group_advantages", "ch05_aggregation_weights", "ch05_one_line_cha
 
 @pytest.mark.parametrize("name", NAMES)
 def test_figure_builds_with_labelled_axes(name):
-    fig = load_all()[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        for ax in fig.axes:
-            if ax.get_label() == "<colorbar>":
-                continue
-            assert ax.get_xlabel() or ax.get_ylabel() or ax.get_title(), name
-    finally:
-        plt.close(fig)
+    check_figure(name, load_all()[name]())
 
 
 def test_widget_arguments():

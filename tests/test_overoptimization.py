@@ -10,6 +10,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from figure_checks import check_figure  # noqa: E402
+
 from rlhf_edu import numpy as rn  # noqa: E402
 from rlhf_edu.figures import load_all  # noqa: E402
 from rlhf_edu.figures import overoptimization as figs  # noqa: E402
@@ -156,10 +158,7 @@ def rn_gold(texts):
 
 @pytest.mark.parametrize("name", ["ch09_goodhart_toy", "ch09_gold_forms"])
 def test_chapter9_figures_build(name):
-    registry = load_all()
-    fig = registry[name]()
-    assert isinstance(fig, Figure) and all(ax.get_xlabel() for ax in fig.axes)
-    plt.close(fig)
+    check_figure(name, load_all()[name]())
 
 
 def test_measured_curves_figure_takes_the_chapters_curves():

@@ -14,10 +14,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+
+from figure_checks import check_figure  # noqa: E402
 
 from rlhf_edu.exercises import pipeline as ex0  # noqa: E402
 from rlhf_edu.figures import load_all  # noqa: E402
@@ -119,12 +119,7 @@ def test_review_constitution_sizes():
 
 @pytest.mark.parametrize("name", ["ch00_pipeline", "ch00_instructgpt_results", "ch00_chapter_map"])
 def test_chapter0_figures_build(name):
-    fig = load_all()[name]()
-    try:
-        assert isinstance(fig, Figure) and fig.axes
-        assert all(ax.get_title() or ax.get_ylabel() for ax in fig.axes)
-    finally:
-        plt.close(fig)
+    check_figure(name, load_all()[name]())
 
 
 def test_chapter_map_covers_the_book_and_the_instructgpt_table_is_the_notes():

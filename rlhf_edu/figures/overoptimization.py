@@ -88,9 +88,10 @@ def goodhart_toy(errors="gaussian", n_answers=4000, ns=TOY_NS, seed=0, dof=3.0):
 def goodhart_toy_figure(n_answers=4000, seed=0):
     """Best-of-n on the toy (:func:`goodhart_toy`): proxy and gold against d, light- and heavy-tailed errors."""
     fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), layout="constrained", sharey=True)
-    for ax, errors, title in zip(axes, ("gaussian", "heavy"),
-                                 ("Gaussian errors: gold keeps rising, slower", "heavy-tailed errors: gold rises, then falls")):
-        toy = goodhart_toy(errors, n_answers=n_answers, seed=seed)
+    toys = [goodhart_toy(errors, n_answers=n_answers, seed=seed) for errors in ("gaussian", "heavy")]
+    top = 1.1 * max(float(np.max(toy["proxy"])) for toy in toys)  # both panels share a scale that shows every point
+    for ax, toy, title in zip(axes, toys,
+                              ("Gaussian errors: gold keeps rising, slower", "heavy-tailed errors: gold rises, then falls")):
         ax.plot(toy["d"], toy["proxy"], "o-", color="C0", ms=4, label="proxy reward (what best-of-n maximises)")
         ax.plot(toy["d"], toy["gold"], "s-", color="C3", ms=4, label="gold reward (what we wanted)")
         for n, d, p in zip(toy["n"], toy["d"], toy["proxy"]):
@@ -99,7 +100,7 @@ def goodhart_toy_figure(n_answers=4000, seed=0):
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xlabel(r"$d = \sqrt{\mathrm{KL}(\pi_{bon} \| \pi_{ref})}$ (nats$^{1/2}$)")
         ax.set_title(title, fontsize=10)
-        ax.set_ylim(-1.0, 5.0)
+        ax.set_ylim(-1.0, top)
     axes[0].set_ylabel("mean reward of the kept answer (gold units)")
     axes[0].legend(fontsize=8, loc="upper left")
     return fig
