@@ -156,7 +156,9 @@ def train_grpo(
         clip_eps_high: the upper :math:`\epsilon_{high}` of the clip (DAPO's clip-higher, 0.28 with
             ``clip_eps=0.2``); None: ``clip_eps``, a symmetric range.
         num_iterations: :math:`\mu`, policy updates per rollout batch. With 1 (the default, and what
-            most GRPO runs use) the old log-probs are the current ones and nothing is ever clipped.
+            most GRPO runs use) the old log-probs are the current ones and nothing is ever clipped; they are
+            then the loss's own log-probs, detached, instead of a second forward pass (as TRL), unless
+            ``kl_in="reward"``, ``mask_truncated`` or kept dropout needs that pass.
         std: the denominator of the group normalisation: ``"population"`` (default, the notes'),
             ``"sample"`` (Bessel-corrected, as ``torch.std`` and TRL) or ``None`` (Dr. GRPO, Liu et al.
             2025: no division, the advantage is the reward minus the group mean).
@@ -290,6 +292,9 @@ def train_grpo(
                                    max_new_tokens=max_new_tokens, temperature=temperature,
                                    disable_dropout=disable_dropout, seed=seed))
     prompt_stream, sample_stream = run.prompt_stream, run.sample_stream
+    # One update per batch: pi_old is the policy of that update, so its log-probs are the loss's own,
+    # detached (the ratio is exactly 1); the rollout skips the forward pass that would recompute them.
+    old_from_loss = num_iterations == 1 and kl_in == "loss" and not mask_truncated and disable_dropout
 
     def draw():
         """Algorithm 1, lines 5-9: a batch of prompts, G samples each from pi_old, and their scores."""
@@ -300,7 +305,7 @@ def train_grpo(
             batch = collect_rollouts(policy, tokenizer, mine,
                                      reward_fn, ref_model=ref_model, num_samples=group_size,
                                      max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
-                                     gold_reward_fn=gold_fn)
+                                     gold_reward_fn=gold_fn, old_logprobs=not old_from_loss)
         scores = batch.rewards  # what the advantages see: the reward, shaped
         if overlong_buffer is not None:  # DAPO's soft overlong punishment
             scores = scores + soft_overlong_penalty(batch.rollout.completion_lengths, max_new_tokens,
@@ -342,6 +347,8 @@ def train_grpo(
             with autocast:  # the forward pass only: backward runs outside autocast
                 logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
                                                      temperature=temperature, return_entropy=True)
+            if train.logp_old is None:  # old_from_loss: train is the whole batch
+                train.logp_old = logp.detach() * train_mask
             kl_beta = beta if kl_in == "loss" else 0.0
             if loss == "grpo":
                 value, stats = rt.grpo_loss(logp, train.logp_old, train.logp_ref, train_adv, train_mask,

@@ -12,6 +12,9 @@ completions rather than sampled ones. They read their data the same way and scor
   ``N..2N-1`` (``encode_pairs``), so a minibatch of pairs is a single forward pass through the model
   (``pair_rows`` gives its rows, ``take_rows`` cuts them out without the columns that are padding in all
   of them);
+- **rows by length**: a minibatch of pairs is padded to its longest row (a third of its tokens are padding
+  on the sentiment task); ``length_groups`` sorts the rows by length and moves each row's tokens to its
+  left edge, so each forward pass is only as wide as the longest row of its group;
 - **sequence log-probs**: :math:`\log\pi(y \mid x)` summed (or averaged) over the completion tokens with
   ``rlhf_edu.lm.sequence_logprobs``; ``chosen_rejected_logps`` splits the 2B results of one pass back
   into chosen and rejected, ``frozen_logps`` scores a whole dataset once under a frozen model without
@@ -34,6 +37,7 @@ __all__ = [
     "encode_pairs",
     "pair_rows",
     "take_rows",
+    "length_groups",
     "chosen_rejected_logps",
     "frozen_logps",
     "per_token_nll",
@@ -212,13 +216,57 @@ def take_rows(batch, rows, device=None):
     return out if device is None else out.to(device)
 
 
+def length_groups(batch, groups=None, rows_per_group=None):
+    """The rows of ``batch`` (a ``TokenBatch``) in groups of similar length, each as narrow as it can be.
+
+    Returns ``(order, parts)``: ``order`` holds every row index, longest row first, and ``parts`` lists
+    ``(input_ids, attention_mask, completion_mask)`` for consecutive slices of ``order`` (``groups`` slices
+    of near-equal size, or slices of ``rows_per_group`` rows). In a part each row's tokens start at
+    column 0 (the left padding of its prompt moves to the right end) and the part is as wide as its
+    longest row. Position ids count real tokens (``rlhf_edu.lm.position_ids_from_mask``) and a causal LM
+    reads no padding, so a row's log-probs are those of the batch layout, up to float rounding, at a
+    fraction of the padding. Rows whose real tokens are not contiguous are kept in place (cut only to
+    the columns that are real in some row of the part).
+
+    >>> from rlhf_edu.lm import char_tokenizer, prompt_completion_batch
+    >>> b = prompt_completion_batch(char_tokenizer(), ["p", "a long prompt"], [" a.", " b"])
+    >>> order, parts = length_groups(b, groups=2)
+    >>> b.input_ids.shape, order.tolist(), [tuple(ids.shape) for ids, _, _ in parts]
+    (torch.Size([2, 18]), [1, 0], [(1, 17), (1, 6)])
+    """
+    mask = batch.attention_mask
+    rows, width = mask.shape
+    lengths = mask.sum(dim=1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    slices = order.split(rows_per_group) if rows_per_group else order.tensor_split(min(groups or 1, rows))
+    columns = torch.arange(width, device=mask.device)
+    lead = (mask.cumsum(dim=1) == 0).sum(dim=1)  # left padding of each row
+    contiguous = bool(((mask != 0) == ((columns >= lead[:, None]) & (columns < (lead + lengths)[:, None]))).all())
+    parts = []
+    for part in slices:
+        if not contiguous:
+            cut = take_rows(batch, part.cpu(), mask.device)
+            parts.append((cut.input_ids, cut.attention_mask, cut.completion_mask))
+            continue
+        n = max(int(lengths[part].max()), 1)
+        cols = (lead[part, None] + columns[:n]).clamp(max=width - 1)
+        real = (columns[:n] < lengths[part, None]).to(mask.dtype)
+        parts.append((batch.input_ids[part].gather(1, cols), mask[part].gather(1, cols) * real,
+                      batch.completion_mask[part].gather(1, cols) * real.to(batch.completion_mask.dtype)))
+    return order, parts
+
+
 def chosen_rejected_logps(model, batch, reduction="sum"):
-    r"""One forward pass over a concatenated batch (chosen rows first); returns ``(chosen, rejected)`` ``(B,)``.
+    r"""The forward pass over a concatenated batch (chosen rows first); returns ``(chosen, rejected)`` ``(B,)``.
 
     Each is :math:`\log\pi(y \mid x)` summed (``reduction="sum"``) or averaged (``"mean"``) over the
-    completion tokens (``rlhf_edu.lm.sequence_logprobs``). Gradients flow to the model.
+    completion tokens (``rlhf_edu.lm.sequence_logprobs``). Gradients flow to the model. A batch of 32 rows
+    or more goes through the model in up to 4 groups of rows of similar length (``length_groups``): the
+    same log-probs, up to float rounding, with less padding to compute.
     """
-    logps = sequence_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask, reduction)
+    order, parts = length_groups(batch, groups=min(4, max(1, len(batch) // 16)))
+    logps = torch.cat([sequence_logprobs(model, ids, mask, completion, reduction) for ids, mask, completion in parts])
+    logps = logps[torch.argsort(order)]
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
 
@@ -242,16 +290,15 @@ def frozen_logps(model, batch, reduction="sum", batch_size=64, device=None):
     """``(rows,)`` sequence log-probs of every row of ``batch`` under ``model``, without gradient, in chunks.
 
     Used once before training for the reference model's log-probs (DPO, KTO): the reference never
-    changes, so scoring the dataset again at every step would double the cost for nothing. The model's
-    train/eval mode is restored afterwards.
+    changes, so scoring the dataset again at every step would double the cost for nothing. The rows go
+    through the model sorted by length, ``batch_size`` at a time (``length_groups``), so a chunk holds
+    little padding. The model's train/eval mode is restored afterwards.
     """
     check_integer("batch_size", batch_size, minimum=1)
     was_training = model.training
     model.eval()
-    out = []
-    n = batch.input_ids.shape[0]
-    for start in range(0, n, batch_size):
-        part = take_rows(batch, torch.arange(start, min(start + batch_size, n)), device)
-        out.append(sequence_logprobs(model, part.input_ids, part.attention_mask, part.completion_mask, reduction))
+    order, parts = length_groups(batch, rows_per_group=batch_size)
+    out = [sequence_logprobs(model, ids.to(device), mask.to(device), completion.to(device), reduction)
+           for ids, mask, completion in parts]
     model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out)[torch.argsort(order).to(out[0].device)]

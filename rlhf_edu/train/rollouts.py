@@ -43,7 +43,8 @@ class ScoredRollout:
         rollout: the sampled batch (``rlhf_edu.lm.Rollout``), on the policy's device.
         rewards: ``(B,)`` float tensor, the training reward of each completion (a proxy when it comes from
             a learned reward model).
-        logp_old: ``(B, T)`` log-probs of the tokens under the sampling policy (0 off the completion).
+        logp_old: ``(B, T)`` log-probs of the tokens under the sampling policy (0 off the completion);
+            None when ``collect_rollouts`` was asked not to compute them (``old_logprobs=False``).
         logp_ref: ``(B, T)`` log-probs under the reference model, or None when no reference is given.
         gold_rewards: ``(B,)`` NumPy array of the gold reward, when a gold reward function is given.
     """
@@ -161,28 +162,34 @@ def collect_rollouts(
     top_k=None,
     generator=None,
     gold_reward_fn=None,
+    old_logprobs: bool = True,
 ) -> ScoredRollout:
     """Sample ``num_samples`` completions per prompt, score them, and record old and reference log-probs.
 
     ``reward_fn`` and ``gold_reward_fn`` are callables ``(completions, prompts) -> array`` (wrap a
     ``RewardModel`` with ``as_reward_fn`` first). ``logp_old`` is recomputed with a forward pass at the
     sampling temperature rather than taken from the sampler, so it matches what the loss recomputes
-    bit for bit (the ratio is exactly 1 before the first update). Raises ``ValueError`` naming the prompt
-    and completion when a reward is not one finite number per completion (``check_rewards``).
+    bit for bit (the ratio is exactly 1 before the first update). ``old_logprobs=False`` skips that
+    forward pass (``logp_old`` is None): for a trainer that updates once per batch, whose loss's own
+    log-probs, detached, ARE the old ones (GRPO with ``num_iterations=1``, as TRL does). Raises
+    ``ValueError`` naming the prompt and completion when a reward is not one finite number per completion
+    (``check_rewards``).
     """
     rollout = generate(policy, tokenizer, list(prompts), max_new_tokens, temperature=temperature, top_k=top_k,
                        num_samples=num_samples, generator=generator)
     device = rollout.input_ids.device
-    was_training = policy.training
-    policy.eval()
-    logp_old = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, temperature=temperature)
-    policy.train(was_training)
-    logp_ref = None
+    mask = rollout.completion_mask.float()
+    logp_old = logp_ref = None
+    if old_logprobs:
+        was_training = policy.training
+        policy.eval()
+        logp_old = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, temperature=temperature)
+        policy.train(was_training)
+        mask = mask.to(logp_old.dtype)
+        logp_old = logp_old * mask
     if ref_model is not None:
         logp_ref = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, temperature=temperature)
-    mask = rollout.completion_mask.to(logp_old.dtype)
-    logp_old = logp_old * mask
-    logp_ref = None if logp_ref is None else logp_ref * mask
+        logp_ref = logp_ref * mask.to(logp_ref.dtype)
     # every reward is checked here, before any update: one finite number per completion
     scores = check_rewards(reward_fn(rollout.completions, rollout.prompts), rollout.completions, rollout.prompts)
     rewards = torch.as_tensor(scores.astype(np.float32), device=device)
@@ -223,7 +230,7 @@ def select_rows(batch: ScoredRollout, rows) -> ScoredRollout:
     rollout = Rollout(r.input_ids[rows], r.attention_mask[rows], r.completion_mask[rows], r.prompt_length,
                       [r.prompts[i] for i in idx], [r.completions[i] for i in idx],
                       None if r.token_logprobs is None else r.token_logprobs[rows], r.num_samples)
-    return ScoredRollout(rollout, batch.rewards[rows], batch.logp_old[rows],
+    return ScoredRollout(rollout, batch.rewards[rows], None if batch.logp_old is None else batch.logp_old[rows],
                          None if batch.logp_ref is None else batch.logp_ref[rows],
                          None if batch.gold_rewards is None else batch.gold_rewards[idx])
 
