@@ -231,13 +231,20 @@ def spy_on_first_ratio(monkeypatch, module):
 
     def collect_spy(*args, **kwargs):
         batch = collect(*args, **kwargs)
-        seen.setdefault("old", batch.logp_old.detach().clone())
+        if batch.logp_old is None:  # GRPO's one update per batch: pi_old's log-probs are the loss's own pass
+            seen["old_from_loss"] = True
+        else:
+            seen.setdefault("old", batch.logp_old.detach().clone())
         seen.setdefault("mask", batch.rollout.completion_mask.clone())
         return batch
 
     def logprobs_spy(*args, **kwargs):
         out = logprobs(*args, **kwargs)
-        seen.setdefault("new", (out[0] if isinstance(out, tuple) else out).detach().clone())
+        new = (out[0] if isinstance(out, tuple) else out).detach().clone()
+        seen.setdefault("new", new)
+        if seen.get("old_from_loss"):  # then a separate pass of the same policy is what the shortcut replaces
+            seen.setdefault("old", logprobs(*args, **kwargs)[0].detach().clone() if isinstance(out, tuple)
+                            else logprobs(*args, **kwargs).detach().clone())
         return out
 
     monkeypatch.setattr(module, "collect_rollouts", collect_spy)
@@ -254,6 +261,8 @@ def test_grpo_and_rloo_ratio_is_one_at_the_first_update(monkeypatch, train, modu
           disable_dropout=disable, **QUIET)
     gap = ((seen["new"] - seen["old"]) * seen["mask"]).abs().max()
     assert (float(gap) <= TOL) is disable, float(gap)
+    # GRPO skips the rollout's old log-probs exactly when a second pass would give the same numbers
+    assert seen.get("old_from_loss", False) is (disable and train is train_grpo)
 
 
 @pytest.mark.parametrize("disable", [True, False])

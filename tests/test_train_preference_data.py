@@ -1,5 +1,6 @@
 """The shared layer of the offline preference trainers: records, the concatenated batch, sequence log-probs."""
 
+import dataclasses
 import doctest
 
 import pytest
@@ -13,6 +14,7 @@ from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
     frozen_logps,
+    length_groups,
     pair_rows,
     preference_triples,
     ranking_records,
@@ -121,6 +123,28 @@ def test_take_rows_drops_padding_without_changing_logps(pair_ids):
     torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-5)
     # completions still start at prompt_length
     assert bool((part.completion_mask[:, : part.prompt_length] == 0).all())
+
+
+def test_rows_grouped_by_length_give_the_padded_batchs_logprobs():
+    """A batch of >= 32 rows goes through the model in groups of similar length: same log-probs, less padding."""
+    n = 20  # 40 rows: two groups
+    prompts = [PROMPTS[i % 3] for i in range(n)]
+    chosen = [CHOSEN[i % 3] + " x" * (i % 5) for i in range(n)]
+    rejected = [REJECTED[(i + 1) % 3] for i in range(n)]
+    batch = encode_pairs(TOK, prompts, chosen, rejected)
+    order, parts = length_groups(batch, groups=2)
+    assert sorted(order.tolist()) == list(range(2 * n)) and len(parts) == 2
+    assert sum(ids.numel() for ids, _, _ in parts) < batch.input_ids.numel()  # less padding computed
+    with torch.no_grad():
+        want = sequence_logprobs(MODEL, batch.input_ids, batch.attention_mask, batch.completion_mask)
+        got = torch.cat(chosen_rejected_logps(MODEL, batch, "sum"))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    # rows whose real tokens have a hole are kept in place (only the all-padding columns are cut)
+    holed = dataclasses.replace(batch, attention_mask=batch.attention_mask.clone())
+    first = int(batch.attention_mask[0].nonzero()[0])
+    holed.attention_mask[0, first + 1] = 0
+    _, holed_parts = length_groups(holed, groups=2)
+    assert sum(int(m.sum()) for _, m, _ in holed_parts) == int(holed.attention_mask.sum())  # no real token lost
 
 
 def test_pair_rows():
