@@ -66,10 +66,13 @@ def test_first_step_is_the_library_loss_on_separate_forward_passes(loss, reducti
     }[loss].mean()
     _, hist = train_dpo(policy, TOK, PAIRS, ref_model=ref, beta=beta, loss=loss, gpo_f="hinge", slic_delta=1.5,
                   logp_reduction=reduction, epochs=1, batch_size=len(PAIRS), **PAPER, **QUIET)
-    assert hist.first("loss") == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
+    # float32 rounding only: the trainer's passes group rows by length (other widths, other summation
+    # order); summed log-probs of ~-80 then differ by ~1e-5 on the generic kernels. A wrong term is >= 1e-2.
+    close = dict(rel=1e-4, abs=1e-5)
+    assert hist.first("loss") == pytest.approx(want.item(), **close)
     margin = (rt.dpo_implicit_reward(pc, rc, beta) - rt.dpo_implicit_reward(pr, rr, beta)).mean()
-    assert hist.first("margin") == pytest.approx(margin.item(), rel=1e-5, abs=1e-6)
-    assert hist.first("chosen_logp") == pytest.approx(pc.mean().item(), rel=1e-5)
+    assert hist.first("margin") == pytest.approx(margin.item(), **close)
+    assert hist.first("chosen_logp") == pytest.approx(pc.mean().item(), **close)
 
 
 def test_at_the_reference_the_loss_is_log2_and_the_margin_zero():
