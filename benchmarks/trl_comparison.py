@@ -29,11 +29,15 @@ The wrappers live in this script only (they patch the two trainer INSTANCES' met
 for the duration of a run and restore them); the libraries are not changed for it. Each library runs
 ``--runs`` times per method with fresh trainers, the two libraries' runs interleaved (so a load on the
 shared machine hits both alike); the first ``--warmup`` steps of every run are left out and the figures
-are medians over the remaining steps of all runs. Thread count: ``--threads`` for both (default 1; run
+are medians over the remaining steps of all runs. Before them each library runs ``--warmup-runs`` short
+untimed runs (default 1): on a GPU the first run of a process loads its kernels, and rlhf-edu's DPO would
+otherwise spread that cost, paid in its reference pass before step 0, over every step. Thread count: ``--threads`` for both (default 1; run
 with ``OMP_NUM_THREADS=1`` too, so no library starts a thread pool of its own).
 
 TRL is an optional extra (``pip install -e ".[trl]"``); without it only rlhf-edu's times are printed.
-Run: ``OMP_NUM_THREADS=1 python benchmarks/trl_comparison.py [--steps 8 --runs 3 --warmup 2]``.
+Run: ``OMP_NUM_THREADS=1 python benchmarks/trl_comparison.py [--steps 8 --runs 3 --warmup 2]``; on a GPU add
+``--device cuda [--dtype bfloat16] [--layers 12 --width 768]`` (phases are then timed with a synchronisation at
+each boundary).
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ MAX_NEW = 32
 # units, autocast alone makes TRL's matrix products ~10x slower: that would measure the CPU, not the code).
 # ``--trl-defaults`` keeps TRL's defaults instead.
 SAME_PRECISION = dict(bf16=False, gradient_checkpointing=False)
+# where and in what precision both libraries run (``--device``, ``--dtype``)
+RUN = dict(device="cpu", dtype="float32")
 PHASES = ("generation", "scoring", "reference log-probs", "old log-probs", "forward + loss", "backward",
           "optimizer", "other")
 
@@ -82,6 +88,8 @@ class PhaseClock:
         self._mark = self._step_start = time.perf_counter()
 
     def _charge(self):
+        if RUN["device"] == "cuda":  # GPU work is asynchronous: charge it to the phase that launched it
+            torch.cuda.synchronize()
         now = time.perf_counter()
         phase = self._stack[-1] if self._stack else "other"
         self._current[phase] = self._current.get(phase, 0.0) + now - self._mark
@@ -113,7 +121,7 @@ class PhaseClock:
         return timed
 
     def end_step(self):
-        self._charge()
+        self._charge()  # (synchronises on a GPU)
         now = time.perf_counter()
         row = dict(self._current, step=now - self._step_start)
         self._current, self._step_start = {}, now
@@ -164,7 +172,7 @@ def ours_dpo(model, tok, pairs, steps):
     ):
         # sft_weight=0: the plain DPO loss of the paper, as TRL computes it; max_grad_norm=1 as TRL's default
         train_dpo(copy.deepcopy(model), tok, pairs[: steps * PAIRS_PER_STEP], epochs=1, sft_weight=0.0, beta=0.1,
-                  batch_size=PAIRS_PER_STEP, lr=1e-3, max_grad_norm=1.0, device="cpu", progress=False)
+                  batch_size=PAIRS_PER_STEP, lr=1e-3, max_grad_norm=1.0, progress=False, **RUN)
     # the reference pass over the whole dataset ran before step 0: spread it evenly over the steps
     first = clock.steps[0]
     upfront = first.pop("reference log-probs", 0.0)
@@ -182,7 +190,7 @@ def trl_dpo(model, tok, pairs, steps):
     with tempfile.TemporaryDirectory() as out:
         cfg = DPOConfig(output_dir=out, per_device_train_batch_size=PAIRS_PER_STEP, max_steps=steps, beta=0.1,
                         learning_rate=1e-3, report_to=[], save_strategy="no", logging_steps=10**6,
-                        use_cpu=True, dataloader_num_workers=0, max_length=128, disable_tqdm=True, **SAME_PRECISION)
+                        use_cpu=RUN["device"] == "cpu", dataloader_num_workers=0, max_length=128, disable_tqdm=True, **SAME_PRECISION)
         # the same token ids as rlhf-edu: <bos> read as an id in the prompt text, <eos> as an id after the
         # completion (without trl_tokenizer, TRL would train on "<eos>" spelled out in five characters)
         data = Dataset.from_list(trl_records(pairs[: steps * PAIRS_PER_STEP], tok))
@@ -224,7 +232,7 @@ def ours_grpo(model, tok, prompts, steps):
     ):
         train_grpo(policy, tok, prompts, clock.wrap(_reward, "scoring"), group_size=GROUP,
                    prompts_per_step=PROMPTS_PER_STEP, steps=steps, max_new_tokens=MAX_NEW, beta=0.04,
-                   lr=5e-4, max_grad_norm=1.0, eval_every=10**9, device="cpu", progress=False)
+                   lr=5e-4, max_grad_norm=1.0, eval_every=10**9, progress=False, **RUN)
     return clock.steps
 
 
@@ -244,7 +252,7 @@ def trl_grpo(model, tok, prompts, steps):
         cfg = GRPOConfig(output_dir=out, per_device_train_batch_size=PROMPTS_PER_STEP * GROUP,
                          num_generations=GROUP, max_completion_length=MAX_NEW, max_steps=steps, beta=0.04,
                          learning_rate=5e-4, report_to=[], save_strategy="no", logging_steps=10**6,
-                         use_cpu=True, dataloader_num_workers=0, temperature=1.0, loss_type="grpo",
+                         use_cpu=RUN["device"] == "cpu", dataloader_num_workers=0, temperature=1.0, loss_type="grpo",
                          disable_tqdm=True, **SAME_PRECISION)
         data = Dataset.from_list([{"prompt": tok.bos_token + p} for p in prompts])  # rlhf-edu's prompts start with <bos>
         trainer = GRPOTrainer(model=os.path.join(out, "policy"), reward_funcs=reward, args=cfg, train_dataset=data,
@@ -275,14 +283,23 @@ def main():
     parser.add_argument("--steps", type=int, default=8, help="optimiser steps per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per library and method (interleaved)")
     parser.add_argument("--warmup", type=int, default=2, help="first steps of each run left out")
+    parser.add_argument("--warmup-runs", type=int, default=1,
+                        help="untimed short runs of each library first (CUDA loads its kernels on first use)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both libraries")
     parser.add_argument("--methods", default="dpo,grpo", help="comma-separated: dpo, grpo")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both libraries train")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="compute precision of both (rlhf-edu's dtype=, TRL's bf16=)")
+    parser.add_argument("--layers", type=int, default=2, help="depth of the tiny GPT-2")
+    parser.add_argument("--width", type=int, default=128, help="width of the tiny GPT-2 (heads of 32)")
     parser.add_argument("--trl-defaults", action="store_true",
                         help="TRL with its own defaults (bf16 autocast, gradient checkpointing), not float32 as rlhf-edu")
     args = parser.parse_args()
     if args.steps <= args.warmup:
         parser.error("--steps must exceed --warmup")
     torch.set_num_threads(args.threads)
+    RUN.update(device=args.device, dtype=args.dtype)
+    SAME_PRECISION["bf16"] = args.dtype == "bfloat16"
     if args.trl_defaults:
         SAME_PRECISION.clear()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -293,7 +310,7 @@ def main():
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore")
     tok = char_tokenizer()
-    model = tiny_causal_lm(tok, seed=0)
+    model = tiny_causal_lm(tok, n_layer=args.layers, d_model=args.width, n_head=max(1, args.width // 32), seed=0)
     task = SentimentTask(seed=0)
     pairs = task.preference_pairs(args.steps * PAIRS_PER_STEP, seed=0)
     prompts = task.all_prompts("train")
@@ -305,6 +322,8 @@ def main():
         have_trl = False
     methods = {"dpo": ("DPO", ours_dpo, trl_dpo, pairs), "grpo": ("GRPO", ours_grpo, trl_grpo, prompts)}
     measured = args.runs * (args.steps - args.warmup)
+    print(f"device {args.device}, {args.dtype}; GPT-2 of {args.layers} layers, width {args.width} "
+          f"({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
     print(f"torch threads {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); "
           f"{args.runs} interleaved runs of {args.steps} steps per library, the first {args.warmup} of each left "
           f"out: medians over {measured} steps (seconds)")
@@ -312,6 +331,10 @@ def main():
     for key in args.methods.split(","):
         name, ours, theirs, data = methods[key.strip()]
         results = {"rlhf-edu": [], "TRL": []}
+        for _ in range(args.warmup_runs):  # untimed: first calls load kernels and fill caches
+            ours(model, tok, data, 2)
+            if have_trl:
+                theirs(model, tok, data, 2)
         for _ in range(args.runs):
             results["rlhf-edu"] += ours(model, tok, data, args.steps)[args.warmup:]
             if have_trl:
@@ -329,9 +352,9 @@ def main():
         if len(libs) == 2:
             summary.append((name, _median(results["rlhf-edu"], "step") / _median(results["TRL"], "step")))
     print("\n(each row a median over steps, so the phases need not add up to the whole step)")
-    print("TRL: " + ("its defaults, bf16 autocast and gradient checkpointing (rlhf-edu: float32, no checkpointing)"
-                     if args.trl_defaults else "bf16=False, gradient_checkpointing=False (its defaults are True), "
-                     "so both compute in float32 without recomputation"))
+    print("TRL: " + (f"its defaults, bf16 autocast and gradient checkpointing (rlhf-edu: {args.dtype}, no checkpointing)"
+                     if args.trl_defaults else f"bf16={SAME_PRECISION['bf16']}, gradient_checkpointing=False (its "
+                     f"defaults are True), so both compute in {args.dtype} without recomputation"))
     print("Same work per step: the same rows through the same model. DPO's reference log-probs: rlhf-edu "
           "scores the dataset once before training (64 rows at a time, spread over the steps above), TRL each "
           "step's batch; rlhf-edu's DPO passes group the rows by length (less padding), TRL pads the batch to "

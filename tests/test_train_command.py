@@ -194,3 +194,38 @@ def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
                               verbose=False)
     assert result["steps"] == 1 and result["records"] == (len(records) if kind == "prompt" else 2)
     AutoModelForCausalLM.from_pretrained(tmp_path / method)  # loads
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_on_the_gpu_in_bfloat16(method, qwen2_dir, tmp_path):
+    """The scale-up path a reader takes: a saved model, JSONL records, ``--device cuda --dtype bfloat16``."""
+    from transformers import AutoModelForCausalLM
+
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no bfloat16 (older than Ampere)")
+    kind = METHODS[method][1]
+    records = {
+        "completion": [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS],
+        "pair": PAIRS,
+        "label": [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"}
+                  for p in PAIRS for k in ("chosen", "rejected")],
+        "prompt": [{"prompt": p["prompt"]} for p in PAIRS],
+    }[kind]
+    data = write_jsonl(tmp_path / "data.jsonl", records)
+    options = {"device": "cuda", "dtype": "bfloat16"}
+    options.update({"batch_size": 4, "minibatch_size": 4, "max_new_tokens": 4} if method == "ppo" else
+                   {"group_size": 2, "prompts_per_step": 2, "max_new_tokens": 4, "eval_every": 100}
+                   if kind == "prompt" else {"batch_size": 2})
+    result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=2, options=options,
+                              reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
+                              verbose=False)
+    assert result["steps"] == 2
+    history = json.loads((tmp_path / method / "history.json").read_text())
+    losses = [row["loss"] for row in history["rows"] if "loss" in row]
+    assert losses and all(isinstance(x, float) and x == x and abs(x) < 1e6 for x in losses), losses
+    # a reward model is saved as rlhf-edu's RewardModel (backbone + head), a policy as a plain causal LM
+    trained = load_model(tmp_path / method) if method == "reward" else AutoModelForCausalLM.from_pretrained(tmp_path / method)
+    assert all(bool(torch.isfinite(p).all()) for p in trained.parameters())
+    assert next(trained.parameters()).dtype == torch.float32  # bf16 compute, float32 weights saved

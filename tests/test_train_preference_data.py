@@ -139,12 +139,58 @@ def test_rows_grouped_by_length_give_the_padded_batchs_logprobs():
         want = sequence_logprobs(MODEL, batch.input_ids, batch.attention_mask, batch.completion_mask)
         got = torch.cat(chosen_rejected_logps(MODEL, batch, "sum"))
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    for groups in (1, 3):  # any grouping, one pass included, gives the padded batch's log-probs
+        with torch.no_grad():
+            torch.testing.assert_close(torch.cat(chosen_rejected_logps(MODEL, batch, "sum", groups=groups)), want,
+                                       atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match="groups"):
+        chosen_rejected_logps(MODEL, batch, "sum", groups=0)
     # rows whose real tokens have a hole are kept in place (only the all-padding columns are cut)
     holed = dataclasses.replace(batch, attention_mask=batch.attention_mask.clone())
     first = int(batch.attention_mask[0].nonzero()[0])
     holed.attention_mask[0, first + 1] = 0
     _, holed_parts = length_groups(holed, groups=2)
     assert sum(int(m.sum()) for _, m, _ in holed_parts) == int(holed.attention_mask.sum())  # no real token lost
+
+
+def groups_used(monkeypatch, batch, model):
+    """How many groups ``chosen_rejected_logps`` asks ``length_groups`` for by default (1: one plain pass)."""
+    asked = []
+
+    def spy(batch, groups=None, rows_per_group=None):
+        asked.append(groups)
+        return length_groups(batch, groups=groups, rows_per_group=rows_per_group)
+
+    monkeypatch.setattr(preference_data, "length_groups", spy)
+    with torch.no_grad():
+        chosen_rejected_logps(model, batch, "sum")
+    return asked[0] if asked else 1
+
+
+def test_default_grouping_is_by_length_on_the_cpu_and_one_pass_for_small_batches(monkeypatch):
+    n = 20
+    batch = encode_pairs(TOK, [PROMPTS[i % 3] for i in range(n)], [CHOSEN[i % 3] for i in range(n)],
+                         [REJECTED[i % 3] for i in range(n)])
+    assert groups_used(monkeypatch, batch, MODEL) == 2  # 40 rows on the CPU: two groups
+    small = encode_pairs(TOK, PROMPTS, CHOSEN, REJECTED)
+    assert groups_used(monkeypatch, small, MODEL) == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_the_gpu_the_default_is_one_pass_with_the_cpus_logprobs(monkeypatch):
+    import copy
+
+    n = 20
+    batch = encode_pairs(TOK, [PROMPTS[i % 3] for i in range(n)], [CHOSEN[i % 3] for i in range(n)],
+                         [REJECTED[i % 3] for i in range(n)])
+    gpu_batch = take_rows(batch, torch.arange(len(batch)), "cuda")
+    gpu_model = copy.deepcopy(MODEL).to("cuda")
+    assert groups_used(monkeypatch, gpu_batch, gpu_model) == 1
+    with torch.no_grad():
+        want = torch.cat(chosen_rejected_logps(MODEL, batch, "sum"))
+        got = torch.cat(chosen_rejected_logps(gpu_model, gpu_batch, "sum"))
+    torch.testing.assert_close(got.cpu(), want, atol=1e-3, rtol=1e-4)
 
 
 def test_pair_rows():

@@ -20,7 +20,8 @@ DEVICES = [
     "cpu",
     pytest.param(
         "cuda",
-        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine"),
+        marks=[pytest.mark.cuda,
+               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")],
     ),
 ]
 
