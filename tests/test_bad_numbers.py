@@ -209,6 +209,14 @@ def test_infinite_gradient_is_refused_too():
         optimizer_step(opt, loss, model.parameters(), None)
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p, q)
+        assert p.grad is None  # the bad gradients are dropped, so no later step uses them
+    # a NaN in the last of several tensors is found too (the check reads all tensors' flags at once)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = model(torch.ones(1, 2)).sum() + torch.sqrt(model[1].bias * 0).sum()  # finite; NaN in the last grad
+    assert torch.isfinite(loss)
+    with pytest.raises(NonFiniteLossError, match="gradient"):
+        optimizer_step(opt, loss, model.parameters(), None)
 
 
 # ---------------------------------------------------------------- 3. values that cannot be log-probabilities

@@ -50,11 +50,14 @@ def check_finite_grads(parameters) -> None:
     """Raise ``NonFiniteLossError`` (and drop the gradients) if any gradient holds NaN or inf (call it before
     ``optimizer.step()``: a finite loss can still have an infinite gradient)."""
     parameters = [p for p in parameters if p.grad is not None]
-    for p in parameters:
-        if not bool(torch.isfinite(p.grad).all()):
-            for q in parameters:
-                q.grad = None
-            raise NonFiniteLossError("a gradient is NaN or inf: not updating the model")
+    if not parameters:
+        return
+    # one flag per tensor, one read of them all: a GPU waits once per step, not once per tensor
+    finite = torch.stack([torch.isfinite(p.grad).all().to(parameters[0].grad.device) for p in parameters]).all()
+    if not bool(finite):
+        for p in parameters:
+            p.grad = None
+        raise NonFiniteLossError("a gradient is NaN or inf: not updating the model")
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float | None):
