@@ -22,7 +22,8 @@ for name in ("transformers", "tokenizers", "accelerate", "trl", "datasets", "pya
 PY
 # -W: a deprecation raised by another torch/transformers version is reported, not a failure, on this run only
 timeout 240 python3 -m pytest -q -m cuda -p no:cacheprovider -W ignore::DeprecationWarning -W ignore::FutureWarning \
-    -rs tests/test_twins.py tests/test_lm.py tests/test_precision.py tests/test_train_command.py 2>&1 \
+    -rs tests/test_twins.py tests/test_lm.py tests/test_precision.py tests/test_train_command.py \
+    tests/test_train_preference_data.py 2>&1 \
     | tee "$LOG/cuda_tests.txt" | tail -25
 for setting in "--layers 2 --width 128 --dtype float32" "--layers 12 --width 768 --dtype bfloat16"; do
     name=$(echo "$setting" | tr -d ' -' )
