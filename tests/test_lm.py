@@ -559,6 +559,25 @@ def test_generate_cache_equals_no_cache_and_logprobs_match(tok, models, arch):
         assert lengths.min() < 20 and lengths.max() == 20
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_samples_of_a_prompt_share_one_prefill(tok, models, arch):
+    """num_samples=G runs each prompt's prefill once (G x fewer prompt tokens) and samples what G copies of
+    the prompt, each with its own prefill, sample."""
+    model = models[arch]
+    prompts = ["1+1=", "review: the food is", "7*8="]
+    widths = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                           with_kwargs=True)
+    try:
+        shared = generate(model, tok, prompts, max_new_tokens=6, num_samples=4, generator=5)
+    finally:
+        hook.remove()
+    assert widths[0][0] == 3 and all(shape == (12, 1) for shape in widths[1:])  # 3 prompts once, then 12 rows
+    copies = generate(model, tok, [p for p in prompts for _ in range(4)], max_new_tokens=6, generator=5)
+    assert torch.equal(shared.input_ids, copies.input_ids) and shared.completions == copies.completions
+    torch.testing.assert_close(shared.token_logprobs, copies.token_logprobs, atol=1e-6, rtol=0)
+
+
 def test_generate_is_deterministic_given_seed_or_generator(tok, models):
     model = models["gpt2"]
     a = generate(model, tok, ["abc"], max_new_tokens=10, num_samples=4, generator=5)

@@ -181,6 +181,25 @@ def _sample_next(logits, temperature, top_k, generator):
     return token.squeeze(-1), logp.gather(-1, token).squeeze(-1)
 
 
+def _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name):
+    """The first forward pass of ``generate``. With the cache, the ``num_samples`` rows of a prompt (identical
+    up to here) share one pass: each prompt runs once and its cache and last logits are repeated for its
+    samples, so the prompts cost ``1 / num_samples`` of the arithmetic. The same numbers as the full batch's
+    pass (each row is computed on its own), checked in ``tests/test_lm.py``. A cache that cannot repeat its
+    rows (transformers' recurrent layers of Mamba-like models) gets the full batch's pass as well."""
+    if use_cache and num_samples > 1:
+        out = model(input_ids=ids[::num_samples], attention_mask=mask[::num_samples],
+                    position_ids=positions[::num_samples], use_cache=True)
+        cache = out[cache_name]
+        layers = getattr(cache, "layers", None)
+        if isinstance(layers, (list, tuple)) and all(callable(getattr(layer, "batch_repeat_interleave", None))
+                                                     for layer in layers):
+            cache.batch_repeat_interleave(num_samples)  # in place: row i*num_samples + j gets prompt i's cache
+            out.logits = out.logits[:, -1:].repeat_interleave(num_samples, dim=0)
+            return out
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+
+
 def generate(
     model,
     tokenizer,
@@ -295,7 +314,7 @@ def generate(
                         **{cache_name: past},
                     )
                 else:
-                    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=use_cache)
+                    out = _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name)
                 if use_cache:
                     past = out[cache_name]
                     attends = not _recurrent_only(past)
