@@ -223,7 +223,9 @@ def generate(
 
     ``use_cache=True`` feeds only the newest token each step, with the model's cache (the ``cache``
     argument of transformers >= 5.24, ``past_key_values`` before; see ``cache_keyword``); ``use_cache=False``
-    recomputes the whole prefix each step (slower, same tokens for the same seed). A state-space model
+    recomputes the whole prefix each step (slower, same tokens for the same seed). With the cache the
+    ``num_samples`` rows of a prompt share its first pass (the prompt runs once, its cache is copied to
+    its samples): the same tokens as separate passes, at ``1 / num_samples`` of the prompt's cost. A state-space model
     (Mamba: its cache is recurrent states only) gets no attention mask in those one-token steps, as in
     transformers' own ``generate``: Mamba multiplies its input by the mask, and the whole row's mask would
     broadcast the one new token to the full width. ``completions`` are decoded in context
