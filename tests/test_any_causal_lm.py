@@ -106,6 +106,20 @@ def tiny_mamba(seed=0):
         return MambaForCausalLM(config).eval()
 
 
+def tiny_falcon_h1(seed=0):
+    """A hybrid: each FalconH1 layer runs attention and a Mamba-2 mixer side by side, so its cache layer holds
+    keys and values and recurrent states (transformers 5.24's "hybrid" cache layer)."""
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    config = FalconH1Config(vocab_size=len(TOK), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, num_key_value_heads=2, mamba_d_ssm=32, mamba_n_heads=4,
+                            mamba_d_head=8, mamba_d_state=8, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2,
+                            max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FalconH1ForCausalLM(config).eval()
+
+
 FAMILIES = {"gpt2": gpt2_dropout, "opt": tiny_opt, "llama": tiny_llama_dropout}
 
 
@@ -336,9 +350,12 @@ def test_reward_model_and_ppo_train_on_opt():
 # ----- 3. cached sampling on a state-space model ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["llama", "mamba"])
+@pytest.mark.parametrize("family", ["llama", "mamba", "falcon_h1"])
 def test_cache_and_no_cache_give_the_same_samples_and_logprobs(family):
-    model = tiny_mamba() if family == "mamba" else tiny_causal_lm(TOK, arch="llama", d_model=32, n_layer=2, n_head=2)
+    """Also the prefill shared by a prompt's samples (``num_samples=3``): on FalconH1 the cache's own
+    ``batch_repeat_interleave`` repeats the keys and values but not the Mamba states (the next step failed)."""
+    model = {"mamba": tiny_mamba, "falcon_h1": tiny_falcon_h1}.get(
+        family, lambda: tiny_causal_lm(TOK, arch="llama", d_model=32, n_layer=2, n_head=2))()
     # Prompts of different lengths: left padding, and rows that stop at EOS while others go on.
     kw = dict(max_new_tokens=8, num_samples=3, generator=0)
     cached = generate(model, TOK, PROMPTS, use_cache=True, **kw)

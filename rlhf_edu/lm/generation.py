@@ -185,15 +185,22 @@ def _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name):
     """The first forward pass of ``generate``. With the cache, the ``num_samples`` rows of a prompt (identical
     up to here) share one pass: each prompt runs once and its cache and last logits are repeated for its
     samples, so the prompts cost ``1 / num_samples`` of the arithmetic. The same numbers as the full batch's
-    pass (each row is computed on its own), checked in ``tests/test_lm.py``. A cache that cannot repeat its
-    rows (transformers' recurrent layers of Mamba-like models) gets the full batch's pass as well."""
+    pass (each row is computed on its own), checked in ``tests/test_lm.py``. A cache that cannot repeat all
+    of its rows gets the full batch's pass after the shared one (so such a model pays ``1 / num_samples`` more
+    for its prompts): one without ``layers`` (older transformers), and one holding the recurrent states of a
+    Mamba-like layer (Mamba, Qwen3-Next's linear attention, FalconH1's attention + Mamba layers), which
+    transformers 5.24 does not repeat: a hybrid layer's ``batch_repeat_interleave`` repeats its keys and
+    values only, and the next step would meet states of the old batch size."""
     if use_cache and num_samples > 1:
         out = model(input_ids=ids[::num_samples], attention_mask=mask[::num_samples],
                     position_ids=positions[::num_samples], use_cache=True)
         cache = out[cache_name]
         layers = getattr(cache, "layers", None)
-        if isinstance(layers, (list, tuple)) and all(callable(getattr(layer, "batch_repeat_interleave", None))
-                                                     for layer in layers):
+        if isinstance(layers, (list, tuple)) and all(
+            callable(getattr(layer, "batch_repeat_interleave", None))
+            and not hasattr(layer, "conv_states") and not hasattr(layer, "recurrent_states")
+            for layer in layers
+        ):
             cache.batch_repeat_interleave(num_samples)  # in place: row i*num_samples + j gets prompt i's cache
             out.logits = out.logits[:, -1:].repeat_interleave(num_samples, dim=0)
             return out
