@@ -185,15 +185,17 @@ def _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name):
     """The first forward pass of ``generate``. With the cache, the ``num_samples`` rows of a prompt (identical
     up to here) share one pass: each prompt runs once and its cache and last logits are repeated for its
     samples, so the prompts cost ``1 / num_samples`` of the arithmetic. The same numbers as the full batch's
-    pass (each row is computed on its own), checked in ``tests/test_lm.py``. A cache that cannot repeat all
+    pass (each row is computed on its own) up to float rounding, which may depend on the batch size (a
+    GPU's matrix-product kernels); checked in ``tests/test_lm.py``. A cache that cannot repeat all
     of its rows gets the full batch's pass after the shared one (so such a model pays ``1 / num_samples`` more
     for its prompts): one without ``layers`` (older transformers), and one holding the recurrent states of a
     Mamba-like layer (Mamba, Qwen3-Next's linear attention, FalconH1's attention + Mamba layers), which
     transformers 5.24 does not repeat: a hybrid layer's ``batch_repeat_interleave`` repeats its keys and
     values only, and the next step would meet states of the old batch size."""
     if use_cache and num_samples > 1:
-        out = model(input_ids=ids[::num_samples], attention_mask=mask[::num_samples],
-                    position_ids=positions[::num_samples], use_cache=True)
+        # contiguous copies: some models flatten their inputs with .view
+        out = model(input_ids=ids[::num_samples].contiguous(), attention_mask=mask[::num_samples].contiguous(),
+                    position_ids=positions[::num_samples].contiguous(), use_cache=True)
         cache = out[cache_name]
         layers = getattr(cache, "layers", None)
         if isinstance(layers, (list, tuple)) and all(
@@ -232,7 +234,8 @@ def generate(
     argument of transformers >= 5.24, ``past_key_values`` before; see ``cache_keyword``); ``use_cache=False``
     recomputes the whole prefix each step (slower, same tokens for the same seed). With the cache the
     ``num_samples`` rows of a prompt share its first pass (the prompt runs once, its cache is copied to
-    its samples): the same tokens as separate passes, at ``1 / num_samples`` of the prompt's cost. A state-space model
+    its samples): the same tokens as separate passes (up to float rounding), at ``1 / num_samples`` of the
+    prompt's cost. A state-space model
     (Mamba: its cache is recurrent states only) gets no attention mask in those one-token steps, as in
     transformers' own ``generate``: Mamba multiplies its input by the mask, and the whole row's mask would
     broadcast the one new token to the full width. ``completions`` are decoded in context
