@@ -1,7 +1,8 @@
 """rlhf-edu against TRL: seconds per DPO step and per GRPO step on the same tiny model and batch, phase by phase.
 
-Both libraries train the same tiny GPT-2 (``rlhf_edu.lm.tiny_causal_lm``, 2 layers, width 128) with the
-same character tokenizer, batch and sequence lengths, on the CPU:
+Both libraries train the same tiny GPT-2 (``rlhf_edu.lm.tiny_causal_lm``, 2 layers, width 128 unless
+``--layers``/``--width`` say otherwise) with the same character tokenizer, batch and sequence lengths, on the
+CPU unless ``--device cuda``:
 
 - DPO: 32 preference pairs per step (prompts ~20 characters, completions up to 40), beta 0.1, the paper's
   loss (rlhf-edu's ``sft_weight=0``), AdamW, gradients clipped to norm 1 in both;
@@ -355,10 +356,12 @@ def main():
     print("TRL: " + (f"its defaults, bf16 autocast and gradient checkpointing (rlhf-edu: {args.dtype}, no checkpointing)"
                      if args.trl_defaults else f"bf16={SAME_PRECISION['bf16']}, gradient_checkpointing=False (its "
                      f"defaults are True), so both compute in {args.dtype} without recomputation"))
+    grouping = ("rlhf-edu's DPO passes group the rows by length (less padding), TRL pads the batch to its "
+                "longest row" if args.device == "cpu" else "both pad a DPO batch to its longest row (rlhf-edu "
+                "groups rows by length on the CPU only)")
     print("Same work per step: the same rows through the same model. DPO's reference log-probs: rlhf-edu "
           "scores the dataset once before training (64 rows at a time, spread over the steps above), TRL each "
-          "step's batch; rlhf-edu's DPO passes group the rows by length (less padding), TRL pads the batch to "
-          "its longest row. With one update per GRPO batch neither library recomputes the old log-probs. "
+          f"step's batch; {grouping}. With one update per GRPO batch neither library recomputes the old log-probs. "
           "TRL's LM head scores only the completion columns (fused), rlhf-edu's the whole row.")
     for name, ratio in summary:
         print(f"{name}: median step rlhf-edu / TRL = {ratio:.2f}")
