@@ -265,8 +265,9 @@ def chosen_rejected_logps(model, batch, reduction="sum", groups=None):
     ``groups``: how many passes of rows of similar length (``length_groups``): the same log-probs, up to
     float rounding, with less padding to compute. Default: on the CPU, where the arithmetic is the cost,
     up to 4 for a batch of 32 rows or more (about 30% fewer tokens); on a GPU one pass of the padded batch,
-    since there a small model's pass costs its kernel launches, not its tokens (grouped passes made a DPO
-    step 2-4x slower on an H200, ``benchmarks/trl_comparison.py --device cuda``).
+    since there a small model's pass costs its kernel launches, not its tokens (on an H200, with grouped
+    passes, a DPO step's forward and backward passes took 2-4x as long as TRL's one padded pass,
+    ``benchmarks/trl_comparison.py --device cuda``; the one-pass default has not been timed there yet).
     """
     if groups is None:
         groups = min(4, max(1, len(batch) // 16)) if batch.input_ids.device.type == "cpu" else 1
