@@ -15,6 +15,8 @@ TOK = char_tokenizer()
 PROMPTS = ["1+1=", "2+2=", "3+4=", "5+6=", "12+3="]
 OPTIONS = dict(num_samples=2, max_new_tokens=4, temperature=0.9)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def digit_share(completions, prompts):
     return np.array([sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions])
@@ -30,14 +32,6 @@ class _FakeAccelerator:
 
     def __init__(self, rank, world_size):
         self.process_index, self.num_processes = rank, world_size
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(seed=0):

@@ -301,7 +301,8 @@ class OnlineRun:
             dropout is off (``policy_and_reference``), so the policy that samples (eval mode) and the policy
             the loss sees (train mode) are the same function.
         ref_model: the frozen reference on the device (a copy of the policy as given, by default).
-        prompt_stream: CPU generator of the prompt draws; ``sample_stream``: the sampler's, on the device.
+        prompt_stream: CPU generator of the prompt draws (and of PPO's minibatch order); ``sample_stream``: the
+            sampler's, on the device.
         parallel: the run's ``rlhf_edu.train.distributed.DataParallel``. Under ``torchrun`` the prompt
             stream is seeded alike on every process (the global batch is drawn once, process ``r`` takes
             slice ``r``: ``parallel.share_items``) and the sample stream with ``seed + rank`` (each process
