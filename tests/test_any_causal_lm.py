@@ -51,6 +51,7 @@ from rlhf_edu.train import (
 import rlhf_edu.train.grpo as grpo_module
 import rlhf_edu.train.rest as rest_module
 import rlhf_edu.train.rloo as rloo_module
+import rlhf_edu.train.rollouts as rollouts_module
 
 TOK = char_tokenizer()
 QUIET = dict(device="cpu", progress=False)
@@ -239,9 +240,9 @@ def test_ppo_ratio_is_one_at_the_first_minibatch(disable):
 
 
 def spy_on_first_ratio(monkeypatch, module):
-    """Record the rollout's logp_old and the loss's first logp in ``module`` (GRPO, RLOO)."""
+    """Record the rollout's logp_old (``OnlineRun.collect``) and the loss's first logp in ``module`` (GRPO, RLOO)."""
     seen = {}
-    collect, logprobs = module.collect_rollouts, module.token_logprobs
+    collect, logprobs = rollouts_module.collect_rollouts, module.token_logprobs
 
     def collect_spy(*args, **kwargs):
         batch = collect(*args, **kwargs)
@@ -261,7 +262,7 @@ def spy_on_first_ratio(monkeypatch, module):
                             else logprobs(*args, **kwargs).detach().clone())
         return out
 
-    monkeypatch.setattr(module, "collect_rollouts", collect_spy)
+    monkeypatch.setattr(rollouts_module, "collect_rollouts", collect_spy)
     monkeypatch.setattr(module, "token_logprobs", logprobs_spy)
     return seen
 

@@ -39,9 +39,7 @@ from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, GSPO_CLIP_EPS, GSP
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import run_steps
-from rlhf_edu.train.prompts import draw_prompts
 from rlhf_edu.train.rollouts import (
-    collect_rollouts,
     concat_rollouts,
     prepare_online_run,
     sampled_kl,
@@ -277,8 +275,8 @@ def train_grpo(
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout, dtype=dtype)
-    prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
-    device, ref_model, parallel = run.device, run.ref_model, run.parallel
+    eval_prompts, reward_fn, gold_fn = run.eval_prompts, run.reward_fn, run.gold_fn
+    ref_model, parallel = run.ref_model, run.parallel
     autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
@@ -291,21 +289,14 @@ def train_grpo(
                                    mask_truncated=mask_truncated, overlong_buffer=overlong_buffer,
                                    max_new_tokens=max_new_tokens, temperature=temperature,
                                    disable_dropout=disable_dropout, seed=seed))
-    prompt_stream, sample_stream = run.prompt_stream, run.sample_stream
     # One update per batch: pi_old is the policy of that update, so its log-probs are the loss's own,
     # detached (the ratio is exactly 1); the rollout skips the forward pass that would recompute them.
     old_from_loss = num_iterations == 1 and kl_in == "loss" and not mask_truncated and disable_dropout
 
     def draw():
         """Algorithm 1, lines 5-9: a batch of prompts, G samples each from pi_old, and their scores."""
-        # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
-        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
-                                                 prompt_stream))
-        with autocast:
-            batch = collect_rollouts(policy, tokenizer, mine,
-                                     reward_fn, ref_model=ref_model, num_samples=group_size,
-                                     max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
-                                     gold_reward_fn=gold_fn, old_logprobs=not old_from_loss)
+        batch = run.collect(policy, tokenizer, prompts_per_step, num_samples=group_size,
+                            max_new_tokens=max_new_tokens, temperature=temperature, old_logprobs=not old_from_loss)
         scores = batch.rewards  # what the advantages see: the reward, shaped
         if overlong_buffer is not None:  # DAPO's soft overlong punishment
             scores = scores + soft_overlong_penalty(batch.rollout.completion_lengths, max_new_tokens,

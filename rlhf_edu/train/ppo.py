@@ -60,17 +60,14 @@ import math
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import (RewardModel, ValueModel, disable_dropout_in_model, mixed_precision, resolve_device, set_seed,
-                         token_logprobs)
+from rlhf_edu.lm import RewardModel, ValueModel, disable_dropout_in_model, token_logprobs
 from rlhf_edu.lm.batching import prompt_completion_batch
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import check_fits_context, minibatches
-from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import check_finite_grads, run_steps
-from rlhf_edu.train.prompts import check_prompts, draw_prompts
-from rlhf_edu.train.rollouts import as_reward_fn, collect_rollouts, policy_and_reference, sampled_kl
+from rlhf_edu.train.rollouts import prepare_online_run, sampled_kl
 from rlhf_edu.train.sft import masked_nll
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
 
@@ -375,20 +372,16 @@ def train_ppo(
         raise ValueError("critic_init='reward_model' needs reward_fn to be a RewardModel; use critic_init='policy'")
     if value_model is not None and not isinstance(value_model, ValueModel):
         raise TypeError(f"value_model must be a ValueModel, got {type(value_model).__name__}")
-    score_fn = as_reward_fn(reward_fn, tokenizer)
-    prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
-    if eval_prompts is not None:
-        eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
 
     # ----- the four models: actor, critic, reference, reward -----------------------------------------
-    set_seed(seed)
-    # several processes under torchrun (batch_size and minibatch_size per process)
-    parallel = data_parallel(resolve_device(device), find_unused_parameters=True)
-    device = parallel.device
-    autocast = mixed_precision(dtype, device)  # bfloat16: the forward passes under torch.autocast
-    # Dropout off (disable_dropout): the ratio pi / pi_old is then exactly 1 before the first update instead of
-    # noise. The reference is the SFT model, before any update.
-    ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
+    # The prompts checked, the rewards wrapped, the run seeded, the processes found (under torchrun;
+    # batch_size and minibatch_size per process). Dropout off (disable_dropout): the ratio pi / pi_old is then
+    # exactly 1 before the first update instead of noise. The reference is the SFT model, before any update.
+    run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
+                             eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
+                             device=device, disable_dropout=disable_dropout, dtype=dtype, find_unused_parameters=True)
+    eval_prompts, ref_model, parallel, device = run.eval_prompts, run.ref_model, run.parallel, run.device
+    autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     if isinstance(reward_fn, RewardModel):
         reward_fn.to(device).eval()
     if value_model is not None:
@@ -416,8 +409,7 @@ def train_ppo(
                   critic_warmup_steps=critic_warmup_steps, max_new_tokens=max_new_tokens, temperature=temperature,
                   disable_dropout=disable_dropout, seed=seed)
     history = History("ppo", config)
-    prompt_gen = torch.Generator().manual_seed(seed)  # prompts and minibatch order, on the CPU
-    sample_gen = torch.Generator(device=device).manual_seed(seed + parallel.rank)  # the sampler's stream
+    prompt_gen = run.prompt_stream  # prompts and minibatch order, on the CPU (the sampler's: run.sample_stream)
     # PPO-ptx's draws, apart: ptx_coef=0 leaves the run as it was
     ptx_gen = torch.Generator().manual_seed(seed + 1 + parallel.rank)
     if ptx_batch is not None:
@@ -427,12 +419,7 @@ def train_ppo(
         beta = kl_controller.value if kl_controller is not None else kl_coef
 
         # 1. Rollout: sample, score, log-probs under the sampling ("old") policy and the reference.
-        # one global draw of N * batch_size prompts, alike on every process; this process's slice
-        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(batch_size), prompt_gen))
-        with autocast:
-            batch = collect_rollouts(policy, tokenizer, mine, score_fn,
-                                     ref_model=ref_model, max_new_tokens=max_new_tokens, temperature=temperature,
-                                     generator=sample_gen, gold_reward_fn=gold_reward_fn)
+        batch = run.collect(policy, tokenizer, batch_size, max_new_tokens=max_new_tokens, temperature=temperature)
         roll, P = batch.rollout, batch.rollout.prompt_length
         ids, attn = roll.input_ids, roll.attention_mask
         mask = roll.completion_mask[:, P:].to(batch.logp_old.dtype)  # (B, L) over the completion columns

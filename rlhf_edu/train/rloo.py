@@ -27,8 +27,7 @@ from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
 from rlhf_edu.train.loop import run_steps
-from rlhf_edu.train.prompts import draw_prompts
-from rlhf_edu.train.rollouts import collect_rollouts, prepare_online_run, sampled_kl
+from rlhf_edu.train.rollouts import prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
 __all__ = ["RLOO_AGGREGATIONS", "train_rloo"]
@@ -128,8 +127,8 @@ def train_rloo(
     run = prepare_online_run(policy, tokenizer, prompts, reward_fn, gold_reward_fn=gold_reward_fn,
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout, dtype=dtype)
-    prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
-    device, ref_model, parallel = run.device, run.ref_model, run.parallel
+    eval_prompts, reward_fn, gold_fn = run.eval_prompts, run.reward_fn, run.gold_fn
+    ref_model, parallel = run.ref_model, run.parallel
     autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)  # only the reward moves it
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
@@ -137,18 +136,11 @@ def train_rloo(
                                    beta=beta, estimator=estimator, aggregation=aggregation,
                                    max_new_tokens=max_new_tokens, temperature=temperature,
                                    disable_dropout=disable_dropout, seed=seed))
-    prompt_stream, sample_stream = run.prompt_stream, run.sample_stream
 
     def train_step(step):
         # Lines 3-4: a batch of prompts, k samples each from the current policy.
-        # one global draw of N * prompts_per_step prompts, alike on every process; this process's slice
-        mine = parallel.share_items(draw_prompts(prompts, parallel.global_batch_size(prompts_per_step),
-                                                 prompt_stream))
-        with autocast:
-            batch = collect_rollouts(policy, tokenizer, mine,
-                                     reward_fn, ref_model=ref_model, num_samples=group_size,
-                                     max_new_tokens=max_new_tokens, temperature=temperature, generator=sample_stream,
-                                     gold_reward_fn=gold_fn)
+        batch = run.collect(policy, tokenizer, prompts_per_step, num_samples=group_size,
+                            max_new_tokens=max_new_tokens, temperature=temperature)
         rollout, mask = batch.rollout, batch.rollout.completion_mask
 
         # The KL absorbed into a sequence-level reward: R = r - beta * sum_t KL_t (data, no gradient).

@@ -8,6 +8,7 @@ so the trainers differ only in how they turn the scores into a loss.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -28,7 +29,8 @@ from rlhf_edu.lm import (
     token_logprobs,
 )
 from rlhf_edu.train.distributed import DataParallel, data_parallel
-from rlhf_edu.train.prompts import check_prompts
+from rlhf_edu.train.prompts import check_prompts, draw_prompts
+from rlhf_edu.validation import check_integer
 
 __all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy",
            "policy_and_reference", "collect_rollouts",
@@ -287,7 +289,10 @@ def truncated_rows(rollout: Rollout, max_new_tokens: int, eos_token_id) -> torch
 
 @dataclass
 class OnlineRun:
-    """What an online trainer (GRPO, RLOO, ReST) starts from; made by ``prepare_online_run``.
+    """What an online trainer (PPO, GRPO, RLOO, ReST) starts from; made by ``prepare_online_run``.
+
+    ``run.collect(policy, tokenizer, n_prompts, ...)`` is the rollout step of PPO, GRPO and RLOO: a draw of
+    prompts, sampled completions, their scores and log-probs (``OnlineRun.collect``).
 
     Attributes:
         prompts, eval_prompts: the checked prompt lists (``eval_prompts`` may be None).
@@ -296,7 +301,8 @@ class OnlineRun:
             dropout is off (``policy_and_reference``), so the policy that samples (eval mode) and the policy
             the loss sees (train mode) are the same function.
         ref_model: the frozen reference on the device (a copy of the policy as given, by default).
-        prompt_stream: CPU generator of the prompt draws; ``sample_stream``: the sampler's, on the device.
+        prompt_stream: CPU generator of the prompt draws (and of PPO's minibatch order); ``sample_stream``: the
+            sampler's, on the device.
         parallel: the run's ``rlhf_edu.train.distributed.DataParallel``. Under ``torchrun`` the prompt
             stream is seeded alike on every process (the global batch is drawn once, process ``r`` takes
             slice ``r``: ``parallel.share_items``) and the sample stream with ``seed + rank`` (each process
@@ -315,14 +321,60 @@ class OnlineRun:
     parallel: DataParallel | None = None
     autocast: MixedPrecision | None = None
 
+    def collect(self, policy, tokenizer, n_prompts: int, **options) -> ScoredRollout:
+        r"""The rollout of one step: ``n_prompts`` prompts drawn, sampled, scored, with old and reference log-probs.
+
+        The first lines of every online algorithm's iteration: PPO's rollout phase (InstructGPT; Ouyang et
+        al., 2022), GRPO's Algorithm 1, lines 5-9 (Shao et al., 2024: sample a batch of prompts, a group of
+        completions from :math:`\pi_{\theta_{old}}` for each, their rewards) and RLOO's lines 3-4. It draws
+        ``n_prompts`` prompts uniformly with replacement from ``prompts`` with ``prompt_stream``
+        (``rlhf_edu.train.prompts.draw_prompts``) and hands them to ``collect_rollouts`` under ``autocast``,
+        with ``reward_fn``, ``ref_model``, ``gold_fn`` and ``sample_stream`` as ``generator``.
+
+        Data parallel (under ``torchrun``, ``N`` processes): ``n_prompts`` is per process. The global batch
+        of ``N * n_prompts`` prompts is drawn once, alike on every process (their prompt streams are seeded
+        alike), and this process samples and scores its slice (``parallel.share_items``) with its own sample
+        stream; in a single process the draw is the batch. Each call advances both streams, so the same seed
+        gives the same sequence of batches.
+
+        Args:
+            policy: the model that samples (in eval mode for the sampling; its mode is restored).
+            tokenizer: the run's tokenizer (with a pad token).
+            n_prompts: prompts per process, an integer >= 1.
+            **options: passed to ``collect_rollouts``: ``num_samples``, ``max_new_tokens``, ``temperature``,
+                ``top_k``, ``old_logprobs``.
+
+        Returns:
+            The ``ScoredRollout`` of this process's prompts (``n_prompts * num_samples`` rows in one process).
+
+        Raises ``ValueError`` for ``n_prompts < 1`` and a reward that is not one finite number per completion
+        (``check_rewards``); ``TypeError`` for a non-integer ``n_prompts`` or for an option the run supplies
+        itself (``reward_fn``, ``ref_model``, ``generator``, ``gold_reward_fn``) or ``collect_rollouts`` does
+        not know.
+        """
+        taken = sorted({"reward_fn", "ref_model", "generator", "gold_reward_fn"} & set(options))
+        if taken:
+            raise TypeError(f"OnlineRun.collect takes {', '.join(taken)} from the run, not as options: "
+                            "build the run with them (prepare_online_run)")
+        parallel = self.parallel if self.parallel is not None else DataParallel(self.device)
+        n_global = parallel.global_batch_size(check_integer("n_prompts", n_prompts, minimum=1))
+        # one global draw of N * n_prompts prompts, alike on every process; this process's slice
+        mine = parallel.share_items(draw_prompts(self.prompts, n_global, self.prompt_stream))
+        with self.autocast if self.autocast is not None else contextlib.nullcontext():
+            return collect_rollouts(policy, tokenizer, mine, self.reward_fn, ref_model=self.ref_model,
+                                    generator=self.sample_stream, gold_reward_fn=self.gold_fn, **options)
+
 
 def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=None, eval_prompts=None,
                        ref_model=None, max_new_tokens: int, seed: int, device="auto",
-                       disable_dropout: bool = True, dtype="float32") -> OnlineRun:
+                       disable_dropout: bool = True, dtype="float32",
+                       find_unused_parameters: bool = False) -> OnlineRun:
     """Check the prompts against the context, wrap the rewards, seed, place the models: an ``OnlineRun``.
 
     The models are placed by ``policy_and_reference`` (dropout off in both with ``disable_dropout``);
-    ``dtype`` is the precision of the forward passes (``rlhf_edu.lm.mixed_precision``).
+    ``dtype`` is the precision of the forward passes (``rlhf_edu.lm.mixed_precision``);
+    ``find_unused_parameters`` is DDP's option under ``torchrun`` (``rlhf_edu.train.distributed.data_parallel``;
+    PPO's, whose actor and critic are prepared together).
 
     Raises ``ValueError`` for empty prompts, prompts that do not fit the context with ``max_new_tokens``,
     a tokenizer without a pad token, or a ``dtype`` the device cannot run (``rlhf_edu.lm.resolve_dtype``);
@@ -334,7 +386,8 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     reward_fn = as_reward_fn(reward_fn, tokenizer)
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer, "gold_reward_fn")
     set_seed(seed)
-    parallel = data_parallel(resolve_device(device))  # several processes under torchrun
+    # several processes under torchrun
+    parallel = data_parallel(resolve_device(device), find_unused_parameters=find_unused_parameters)
     device = parallel.device
     autocast = mixed_precision(dtype, device)
     ref_model = policy_and_reference(policy, ref_model, device, disable_dropout=disable_dropout)
