@@ -21,8 +21,10 @@ def source_listing(*functions, docstring=False) -> str:
     signature, the comments and every other line are kept exactly. A docstring that shares a line with other
     code (``def f(): "doc"; return 1``) is left in, since dropping its line would drop that code too. A function
     without a docstring is listed unchanged. The source of a method or a nested function (indented in its file)
-    is dedented. The listings are joined by one blank line; the result has no trailing newline, so that
-    ``print(source_listing(f, g))`` prints them as they appear in a file.
+    is dedented. Each listing ends with a newline, as ``inspect.getsource``'s does, and the listings are joined
+    by one blank line: ``print(source_listing(f, g))`` prints what ``print(inspect.getsource(f))`` and
+    ``print(inspect.getsource(g))`` print, less the docstrings. ``source_listing(f, docstring=True)`` is
+    ``inspect.getsource(f)`` for a function that is not indented in its file.
 
     Args:
         *functions: the functions (or bound methods) to list, in the order they are printed.
@@ -54,6 +56,7 @@ def source_listing(*functions, docstring=False) -> str:
         <BLANKLINE>
         def double(x):
             return 2 * x
+        <BLANKLINE>
         >>> source_listing(halve, docstring=True).count("docstring of several lines")
         1
         >>> source_listing(len)
@@ -66,7 +69,7 @@ def source_listing(*functions, docstring=False) -> str:
     for i, fn in enumerate(functions):
         if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
             raise TypeError(f"functions[{i}] must be a Python function or method, got {type(fn).__name__}: {fn!r}")
-    return "\n\n".join(_listing(fn, docstring) for fn in functions)
+    return "\n".join(_listing(fn, docstring) for fn in functions)
 
 
 def _listing(fn, docstring):
@@ -75,7 +78,7 @@ def _listing(fn, docstring):
         source = _without_docstring(source)
     if source[:1].isspace():  # a method or a nested function: written indented in its file
         source = textwrap.dedent(source)
-    return source.rstrip("\n")
+    return source
 
 
 def _without_docstring(source):

@@ -80,38 +80,41 @@ def test_docstring_removed_and_everything_else_kept():
         "@decorate\n"
         "def several_lines(x, y=1):  # a comment on the signature\n"
         "    # a comment before the code\n"
-        "    return x + y  # and after it"
+        "    return x + y  # and after it\n"
     )
 
 
 def test_function_without_docstring_is_unchanged():
-    assert source_listing(no_docstring) == inspect.getsource(no_docstring).rstrip("\n")
+    assert source_listing(no_docstring) == inspect.getsource(no_docstring)
     assert source_listing(first_string_is_not_first_statement) == inspect.getsource(
         first_string_is_not_first_statement
-    ).rstrip("\n")
+    )
 
 
 def test_one_line_raw_and_unicode_docstrings():
-    assert source_listing(one_line) == "def one_line(x):\n    return x"
-    assert source_listing(raw_docstring) == "def raw_docstring(x):\n    return x"
-    assert source_listing(unicode_docstring) == "def unicode_docstring(x):\n    return x"
+    assert source_listing(one_line) == "def one_line(x):\n    return x\n"
+    assert source_listing(raw_docstring) == "def raw_docstring(x):\n    return x\n"
+    assert source_listing(unicode_docstring) == "def unicode_docstring(x):\n    return x\n"
 
 
 def test_methods_and_nested_functions_are_dedented():
-    expected = "def method(self, x):\n    return x"
+    expected = "def method(self, x):\n    return x\n"
     assert source_listing(Model.method) == expected
     assert source_listing(Model().method) == expected  # a bound method
-    assert source_listing(Model.static) == "@staticmethod\ndef static(x):\n    return x"
-    assert source_listing(outer()) == "def nested(x):\n    return 2 * x"
+    assert source_listing(Model.static) == "@staticmethod\ndef static(x):\n    return x\n"
+    assert source_listing(outer()) == "def nested(x):\n    return 2 * x\n"
 
 
 def test_docstring_true_keeps_the_source():
-    assert source_listing(several_lines, docstring=True) == inspect.getsource(several_lines).rstrip("\n")
+    assert source_listing(several_lines, docstring=True) == inspect.getsource(several_lines)
     assert '"""A method\'s docstring."""' in source_listing(Model.method, docstring=True)
 
 
 def test_several_functions_joined_by_a_blank_line():
-    assert source_listing(one_line, no_docstring) == source_listing(one_line) + "\n\n" + source_listing(no_docstring)
+    # one print of several listings prints what one print of each inspect.getsource printed
+    assert source_listing(one_line, no_docstring, docstring=True) == "\n".join(
+        inspect.getsource(fn) for fn in (one_line, no_docstring))
+    assert source_listing(one_line, no_docstring) == source_listing(one_line) + "\n" + source_listing(no_docstring)
 
 
 def test_the_library_listings_parse_and_lose_exactly_the_docstring():
