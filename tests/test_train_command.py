@@ -173,18 +173,23 @@ def test_help_lists_the_methods_options(capsys):
     assert main(["train", "nonsense"]) == 2
 
 
-@pytest.mark.parametrize("method", ["sft", "ipo", "kto", "simpo", "orpo", "ppo"])
-def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    kind = METHODS[method][1]
-    records = {
+def records_of_kind(kind):
+    """PAIRS as the records a method of this kind reads (``METHODS[method][1]``)."""
+    return {
         "completion": [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS],
         "pair": PAIRS,
         "label": [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"}
                   for p in PAIRS for k in ("chosen", "rejected")],
         "prompt": [{"prompt": p["prompt"]} for p in PAIRS],
     }[kind]
+
+
+@pytest.mark.parametrize("method", ["sft", "ipo", "kto", "simpo", "orpo", "ppo"])
+def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    kind = METHODS[method][1]
+    records = records_of_kind(kind)
     data = write_jsonl(tmp_path / "data.jsonl", records)
     options = {"device": "cpu"}
     options.update({"batch_size": 4, "minibatch_size": 4, "max_new_tokens": 4} if method == "ppo" else
@@ -206,13 +211,7 @@ def test_every_method_trains_on_the_gpu_in_bfloat16(method, qwen2_dir, tmp_path)
     if not torch.cuda.is_bf16_supported(including_emulation=False):
         pytest.skip("this GPU has no bfloat16 (older than Ampere)")
     kind = METHODS[method][1]
-    records = {
-        "completion": [{"prompt": p["prompt"], "completion": p["chosen"]} for p in PAIRS],
-        "pair": PAIRS,
-        "label": [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"}
-                  for p in PAIRS for k in ("chosen", "rejected")],
-        "prompt": [{"prompt": p["prompt"]} for p in PAIRS],
-    }[kind]
+    records = records_of_kind(kind)
     data = write_jsonl(tmp_path / "data.jsonl", records)
     options = {"device": "cuda", "dtype": "bfloat16"}
     options.update({"batch_size": 4, "minibatch_size": 4, "max_new_tokens": 4} if method == "ppo" else
