@@ -7,7 +7,10 @@ CPU unless ``--device cuda``:
 - DPO: 32 preference pairs per step (prompts ~20 characters, completions up to 40), beta 0.1, the paper's
   loss (rlhf-edu's ``sft_weight=0``), AdamW, gradients clipped to norm 1 in both;
 - GRPO: 8 prompts x 8 samples per step, up to 32 new tokens at temperature 1, one policy update per
-  batch, KL beta 0.04 (k3 in the loss, reference log-probs of every sampled token in both), AdamW.
+  batch, KL beta 0.04 (k3 in the loss, reference log-probs of every sampled token in both), AdamW. The
+  same rows, but not the same arithmetic: rlhf-edu's sampler runs each prompt once for its 8 samples, and so
+  do its reference and training passes (``token_logprobs(prompt_length=...)``, the same log-probs to float
+  rounding); TRL runs every row whole in its passes (its LM head scores only the completion columns).
 
 How a step is timed. A step is the wall time from the end of one optimiser step to the end of the next
 (a global ``torch.optim`` step hook, the same for both libraries), so it holds everything a step costs:
@@ -359,10 +362,11 @@ def main():
     grouping = ("rlhf-edu's DPO passes group the rows by length (less padding), TRL pads the batch to its "
                 "longest row" if args.device == "cpu" else "both pad a DPO batch to its longest row (rlhf-edu "
                 "groups rows by length on the CPU only)")
-    print("Same work per step: the same rows through the same model. DPO's reference log-probs: rlhf-edu "
-          "scores the dataset once before training (64 rows at a time, spread over the steps above), TRL each "
-          f"step's batch; {grouping}. With one update per GRPO batch neither library recomputes the old log-probs. "
-          "TRL's LM head scores only the completion columns (fused), rlhf-edu's the whole row.")
+    print("The same rows through the same model. DPO's reference log-probs: rlhf-edu scores the dataset once "
+          "before training (64 rows at a time, spread over the steps above), TRL each step's batch; "
+          f"{grouping}. With one update per GRPO batch neither library recomputes the old log-probs. GRPO's "
+          "passes: rlhf-edu runs each prompt once for its samples (token_logprobs' prompt_length), TRL every "
+          "row whole, its LM head on the completion columns only.")
     for name, ratio in summary:
         print(f"{name}: median step rlhf-edu / TRL = {ratio:.2f}")
     if not have_trl:

@@ -23,7 +23,7 @@ from rlhf_edu.lm.batching import _require_pad, encode_prompts, left_pad, positio
 from rlhf_edu.lm.models import context_length
 from rlhf_edu.validation import check_integer, check_nonnegative
 
-__all__ = ["Rollout", "cache_keyword", "decode_completions", "generate"]
+__all__ = ["Rollout", "cache_keyword", "decode_completions", "generate", "rows_can_be_repeated"]
 
 
 @dataclass
@@ -100,6 +100,23 @@ def _recurrent_only(cache):
     recurrent state and no keys or values, so the model attends to nothing."""
     layers = getattr(cache, "is_linear", None)  # one flag per layer (transformers >= 5)
     return isinstance(layers, (list, tuple)) and len(layers) > 0 and all(layers)
+
+
+def rows_can_be_repeated(cache) -> bool:
+    """True when every layer of a Hugging Face cache can repeat or pick its batch rows
+    (``batch_repeat_interleave``, ``batch_select_indices``): the keys and values of an attention layer. False for
+    a cache without ``layers`` (older transformers) and for one holding the recurrent states of a Mamba-like
+    layer (Mamba, Qwen3-Next's linear attention, FalconH1's attention + Mamba layers): transformers 5.24
+    repeats a hybrid layer's keys and values only, so the next pass would meet states of the old batch size.
+    ``generate`` (the samples of a prompt share one prefill) and ``token_logprobs(prompt_length=...)`` (the
+    rows of a prompt share one pass over it) share rows only when this holds."""
+    layers = getattr(cache, "layers", None)
+    return isinstance(layers, (list, tuple)) and all(
+        callable(getattr(layer, "batch_repeat_interleave", None))
+        and callable(getattr(layer, "batch_select_indices", None))
+        and not hasattr(layer, "conv_states") and not hasattr(layer, "recurrent_states")
+        for layer in layers
+    )
 
 
 def decode_completions(tokenizer, prompt_ids, completion_ids):
@@ -187,22 +204,14 @@ def _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name):
     samples, so the prompts cost ``1 / num_samples`` of the arithmetic. The same numbers as the full batch's
     pass (each row is computed on its own) up to float rounding, which may depend on the batch size (a
     GPU's matrix-product kernels); checked in ``tests/test_lm.py``. A cache that cannot repeat all
-    of its rows gets the full batch's pass after the shared one (so such a model pays ``1 / num_samples`` more
-    for its prompts): one without ``layers`` (older transformers), and one holding the recurrent states of a
-    Mamba-like layer (Mamba, Qwen3-Next's linear attention, FalconH1's attention + Mamba layers), which
-    transformers 5.24 does not repeat: a hybrid layer's ``batch_repeat_interleave`` repeats its keys and
-    values only, and the next step would meet states of the old batch size."""
+    of its rows (``rows_can_be_repeated``: no ``layers``, or a Mamba-like layer's recurrent states) gets the
+    full batch's pass after the shared one, so such a model pays ``1 / num_samples`` more for its prompts."""
     if use_cache and num_samples > 1:
         # contiguous copies: some models flatten their inputs with .view
         out = model(input_ids=ids[::num_samples].contiguous(), attention_mask=mask[::num_samples].contiguous(),
                     position_ids=positions[::num_samples].contiguous(), use_cache=True)
         cache = out[cache_name]
-        layers = getattr(cache, "layers", None)
-        if isinstance(layers, (list, tuple)) and all(
-            callable(getattr(layer, "batch_repeat_interleave", None))
-            and not hasattr(layer, "conv_states") and not hasattr(layer, "recurrent_states")
-            for layer in layers
-        ):
+        if rows_can_be_repeated(cache):
             cache.batch_repeat_interleave(num_samples)  # in place: row i*num_samples + j gets prompt i's cache
             out.logits = out.logits[:, -1:].repeat_interleave(num_samples, dim=0)
             return out

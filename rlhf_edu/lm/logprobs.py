@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu.lm.batching import position_ids_from_mask
-from rlhf_edu.validation import check_choice, check_finite, check_positive
+from rlhf_edu.lm.generation import cache_keyword, rows_can_be_repeated
+from rlhf_edu.validation import check_choice, check_finite, check_integer, check_positive
 
 __all__ = ["REDUCTIONS", "token_logprobs", "sequence_logprobs", "token_entropy"]
 
@@ -96,7 +97,37 @@ def token_entropy(logits):
     return torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z_finite).sum(-1)
 
 
-def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, return_entropy=False):
+def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length):
+    """The logits of ``model`` on the batch, each run of consecutive rows with the same first ``prompt_length``
+    columns (ids and mask: the samples of one prompt) running those columns once; None when no two rows share
+    them or the model's cache cannot pick rows (``rows_can_be_repeated``).
+
+    Pass 1 runs the distinct prompts with the cache on; the cache's rows are then picked for every row
+    (``batch_select_indices``, differentiable: a prompt's gradient is the sum over its rows), and pass 2 runs
+    the remaining columns of every row against it. Each position attends to the same keys as in one pass over
+    the whole row, so the logits are the same up to float rounding."""
+    P = prompt_length
+    head_ids, head_mask = input_ids[:, :P], attention_mask[:, :P]
+    same = (head_ids[1:] == head_ids[:-1]).all(dim=1) & (head_mask[1:] == head_mask[:-1]).all(dim=1)
+    starts = torch.cat([same.new_ones(1), ~same])
+    if bool(starts.all()):
+        return None
+    group = starts.cumsum(0) - 1  # row -> index of its prompt among the distinct ones
+    first = starts.nonzero().squeeze(1)
+    cache_name = cache_keyword(getattr(model, "module", model))  # a DistributedDataParallel wrapper's model
+    head = model(input_ids=head_ids[first], attention_mask=head_mask[first], position_ids=position_ids[first, :P],
+                 use_cache=True)
+    cache = head[cache_name]
+    if not rows_can_be_repeated(cache):
+        return None
+    cache.batch_select_indices(group)
+    tail = model(input_ids=input_ids[:, P:].contiguous(), attention_mask=attention_mask,
+                 position_ids=position_ids[:, P:].contiguous(), use_cache=True, **{cache_name: cache})
+    return torch.cat([head.logits[group], tail.logits], dim=1)
+
+
+def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, return_entropy=False,
+                   prompt_length=None):
     r"""Per-token log-probabilities :math:`\log p(x_t \mid x_{<t})` of a batch under a causal LM.
 
     Returns a ``(B, T)`` float tensor whose entry ``[b, t]`` is :math:`\log p_\theta(x_{b,t} \mid
@@ -117,6 +148,14 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
         temperature: divide the logits by this first (match the sampling temperature of ``generate``).
         return_entropy: also return the ``(B, T)`` entropy of the distribution each token was predicted
             from (0 where the log-prob is 0).
+        prompt_length: None (default: one pass over every row), or the width ``P`` of a left-padded
+            prompt block (``Rollout.prompt_length``), ``1 <= P < T``: consecutive rows whose first ``P``
+            columns are identical, ids and mask (the ``num_samples`` rows of a prompt in a ``Rollout``),
+            run those columns once, with the cache, and then each row's remaining columns against it. The
+            same numbers up to float rounding (tested against one pass, values and gradients), with
+            ``1 / G`` of the prompt's arithmetic for ``G`` samples per prompt: GRPO, RLOO and the rollouts'
+            old and reference log-probs use it. A model whose cache cannot pick rows (a Mamba-like layer;
+            ``rows_can_be_repeated``) gets one pass over every row, after the shared one.
 
     Used by PPO, GRPO and RLOO (chapters 4, 5), the KL penalty (chapter 2) and, summed, by DPO (chapter 6).
 
@@ -129,8 +168,17 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
     attention_mask = _check_ids_and_mask(input_ids, attention_mask)
     temperature = check_positive("temperature", temperature)
     position_ids = position_ids_from_mask(attention_mask)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    logits = _logits_for_logprobs(out.logits[:, :-1, :], temperature)
+    logits = None
+    if prompt_length is not None:
+        prompt_length = check_integer("prompt_length", prompt_length, minimum=1)
+        if prompt_length >= input_ids.shape[1]:
+            raise ValueError(f"prompt_length={prompt_length} must be below the row width {input_ids.shape[1]}: "
+                             "the completion columns follow the prompt's")
+        logits = _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length)
+    if logits is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       use_cache=False).logits
+    logits = _logits_for_logprobs(logits[:, :-1, :], temperature)
     targets = input_ids[:, 1:].unsqueeze(-1)
     log_norm = torch.logsumexp(logits, dim=-1)
     lp = logits.gather(-1, targets).squeeze(-1) - log_norm

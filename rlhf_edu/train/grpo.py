@@ -337,7 +337,8 @@ def train_grpo(
         for iteration in range(num_iterations if total else 0):
             with autocast:  # the forward pass only: backward runs outside autocast
                 logp, token_entropy = token_logprobs(model, train.rollout.input_ids, train.rollout.attention_mask,
-                                                     temperature=temperature, return_entropy=True)
+                                                     temperature=temperature, return_entropy=True,
+                                                     prompt_length=train.rollout.prompt_length)
             if train.logp_old is None:  # old_from_loss: train is the whole batch
                 train.logp_old = logp.detach() * train_mask
             kl_beta = beta if kl_in == "loss" else 0.0
@@ -361,7 +362,8 @@ def train_grpo(
         if not losses:  # every completion was cut and mask_truncated left nothing to train on
             with torch.no_grad(), autocast:
                 _, token_entropy = token_logprobs(policy, rollout.input_ids, rollout.attention_mask,
-                                                  temperature=temperature, return_entropy=True)
+                                                  temperature=temperature, return_entropy=True,
+                                                  prompt_length=rollout.prompt_length)
             entropy = (token_entropy * mask).sum(-1).mean()
             losses, clipped = [0.0], [0.0]
 

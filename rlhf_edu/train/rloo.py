@@ -152,7 +152,8 @@ def train_rloo(
         # Lines 6-8: the REINFORCE estimate, averaged over samples and prompts, as a loss to minimise.
         with autocast:  # the forward pass only: backward runs outside autocast
             logp, token_entropy = token_logprobs(model, rollout.input_ids, rollout.attention_mask,
-                                                 temperature=temperature, return_entropy=True)
+                                                 temperature=temperature, return_entropy=True,
+                                                 prompt_length=rollout.prompt_length)
         if aggregation == "sequence":
             loss = rt.reinforce_loss((logp * mask).sum(-1), advantages)  # log pi(y|x) of each completion
         else:

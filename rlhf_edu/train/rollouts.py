@@ -181,16 +181,20 @@ def collect_rollouts(
                        num_samples=num_samples, generator=generator)
     device = rollout.input_ids.device
     mask = rollout.completion_mask.float()
+    # the num_samples rows of a prompt share one pass over it (token_logprobs' prompt_length)
+    shared = rollout.prompt_length if num_samples > 1 else None
     logp_old = logp_ref = None
     if old_logprobs:
         was_training = policy.training
         policy.eval()
-        logp_old = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, temperature=temperature)
+        logp_old = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, temperature=temperature,
+                                   prompt_length=shared)
         policy.train(was_training)
         mask = mask.to(logp_old.dtype)
         logp_old = logp_old * mask
     if ref_model is not None:
-        logp_ref = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, temperature=temperature)
+        logp_ref = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, temperature=temperature,
+                                  prompt_length=shared)
         logp_ref = logp_ref * mask.to(logp_ref.dtype)
     # every reward is checked here, before any update: one finite number per completion
     scores = check_rewards(reward_fn(rollout.completions, rollout.prompts), rollout.completions, rollout.prompts)

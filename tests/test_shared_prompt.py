@@ -1,0 +1,154 @@
+"""``token_logprobs(prompt_length=P)``: the rows of a prompt share one pass over it, with the same numbers.
+
+GRPO and RLOO score ``G`` samples of each prompt; their rows repeat the prompt's ``P`` columns. With
+``prompt_length`` the distinct prompts run once with the KV cache, the cache's rows are picked for every
+sample, and the completion columns run against it. Checked here on attention models of several families
+(GPT-2, Llama, Qwen2, Mistral with a sliding window shorter than the rows, Gemma 2's alternating sliding
+layers, OPT, GPT-NeoX): log-probs, entropies and gradients equal one pass over the whole rows to float
+tolerance; and on models whose cache cannot pick rows (Mamba, FalconH1): the same numbers through one pass.
+"""
+
+import pytest
+import torch
+
+from rlhf_edu.lm import char_tokenizer, generate, tiny_causal_lm, token_logprobs
+from rlhf_edu.train.rollouts import select_rows
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+TOK = char_tokenizer()
+PROMPTS = ["1+2=", "review: the film was", "7*8="]  # different lengths: left padding
+G = 3
+SPECIAL = dict(vocab_size=len(TOK), pad_token_id=0, bos_token_id=1, eos_token_id=2)
+
+
+def _seeded(build, seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+def _hf(config_name, model_name, **kwargs):
+    import transformers
+
+    config = getattr(transformers, config_name)(**SPECIAL, **kwargs)
+    return _seeded(lambda: getattr(transformers, model_name)(config))
+
+
+ATTENTION = {
+    "gpt2": lambda: tiny_causal_lm(TOK, d_model=32, n_layer=2, n_head=2, max_length=64, seed=0),
+    "llama": lambda: tiny_causal_lm(TOK, arch="llama", d_model=32, n_layer=2, n_head=2, max_length=64, seed=0),
+    "qwen2": lambda: _hf("Qwen2Config", "Qwen2ForCausalLM", hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=64),
+    # a window of 8 positions, shorter than every row: the cache keeps only the prompt's last 7 columns
+    "mistral_window_8": lambda: _hf("MistralConfig", "MistralForCausalLM", hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                    max_position_embeddings=64, sliding_window=8),
+    "gemma2": lambda: _hf("Gemma2Config", "Gemma2ForCausalLM", hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                          max_position_embeddings=64, sliding_window=8),
+    "opt": lambda: _hf("OPTConfig", "OPTForCausalLM", hidden_size=32, word_embed_proj_dim=16, ffn_dim=64,
+                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                       do_layer_norm_before=False, dropout=0.0, attention_dropout=0.0, init_std=0.2),
+    "gpt_neox": lambda: _hf("GPTNeoXConfig", "GPTNeoXForCausalLM", hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64),
+}
+RECURRENT = {
+    "mamba": lambda: _hf("MambaConfig", "MambaForCausalLM", hidden_size=32, state_size=8, num_hidden_layers=2,
+                         expand=2, conv_kernel=4),
+    "falcon_h1": lambda: _hf("FalconH1Config", "FalconH1ForCausalLM", hidden_size=32, intermediate_size=64,
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, mamba_d_ssm=32,
+                             mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8, mamba_n_groups=1,
+                             mamba_d_conv=4, mamba_expand=2, max_position_embeddings=128),
+}
+
+
+def _rollout(model):
+    return generate(model, TOK, PROMPTS, max_new_tokens=12, num_samples=G, generator=0)
+
+
+def _scored(model, rollout, prompt_length):
+    """Log-probs and entropies of the completion tokens, the forward calls' input widths, and the gradients."""
+    widths = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+    model.zero_grad()
+    try:
+        lp, ent = token_logprobs(model, rollout.input_ids, rollout.attention_mask, temperature=0.7,
+                                 return_entropy=True, prompt_length=prompt_length)
+    finally:
+        hook.remove()
+    mask = rollout.completion_mask
+    ((lp * mask).sum() + (ent * mask).sum()).backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return lp * mask, ent * mask, widths, grads
+
+
+@pytest.mark.parametrize("family", sorted(ATTENTION))
+def test_shared_prompt_pass_gives_the_one_pass_logprobs_entropies_and_gradients(family):
+    model = ATTENTION[family]()
+    rollout = _rollout(model)
+    P, (B, T) = rollout.prompt_length, rollout.input_ids.shape
+    lp, ent, widths, grads = _scored(model, rollout, None)
+    lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
+    assert widths == [(B, T)]
+    assert widths_s == [(len(PROMPTS), P), (B, T - P)]  # each prompt once, then every row's completion
+    torch.testing.assert_close(lp_s, lp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(ent_s, ent, atol=2e-5, rtol=0)
+    torch.testing.assert_close(grads_s, grads, atol=1e-4, rtol=1e-4)
+    assert float(grads.norm()) > 0
+
+
+@pytest.mark.parametrize("family", sorted(RECURRENT))
+def test_a_cache_that_cannot_pick_rows_gets_one_pass_over_every_row(family):
+    """Mamba's and FalconH1's caches hold recurrent states that ``batch_select_indices`` would not pick:
+    after the shared pass, one pass over the whole rows, and the numbers of that pass."""
+    model = RECURRENT[family]()
+    rollout = _rollout(model)
+    P, (B, T) = rollout.prompt_length, rollout.input_ids.shape
+    lp, ent, _, grads = _scored(model, rollout, None)
+    lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
+    assert widths_s == [(len(PROMPTS), P), (B, T)]
+    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent) and torch.equal(grads_s, grads)
+
+
+def test_groups_of_any_size_and_rows_without_a_partner():
+    """Rows picked out of a rollout (GRPO's mask_truncated) leave groups of 1, 2 or 3 rows: each distinct
+    prompt still runs once, and a row whose prompt no other row shares gets its own."""
+    model = ATTENTION["llama"]()
+    rollout = _rollout(model)
+    keep = torch.tensor([True, False, True, False, False, True, True, True, True])
+    picked = select_rows(_as_scored(rollout), keep).rollout
+    lp, ent, _, grads = _scored(model, picked, None)
+    lp_s, ent_s, widths_s, grads_s = _scored(model, picked, picked.prompt_length)
+    assert widths_s[0][0] == 3 and widths_s[1][0] == int(keep.sum())
+    torch.testing.assert_close(lp_s, lp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(grads_s, grads, atol=1e-4, rtol=1e-4)
+
+
+def test_rows_that_share_no_prompt_take_one_pass():
+    model = ATTENTION["gpt2"]()
+    rollout = generate(model, TOK, PROMPTS, max_new_tokens=6, generator=0)  # one sample per prompt
+    lp, _, widths, _ = _scored(model, rollout, rollout.prompt_length)
+    assert widths == [tuple(rollout.input_ids.shape)]
+    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
+
+
+def test_bad_prompt_length_is_named():
+    model = ATTENTION["gpt2"]()
+    rollout = _rollout(model)
+    ids, mask = rollout.input_ids, rollout.attention_mask
+    with pytest.raises(TypeError, match="prompt_length"):
+        token_logprobs(model, ids, mask, prompt_length=2.5)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="prompt_length"):
+            token_logprobs(model, ids, mask, prompt_length=bad)
+    with pytest.raises(ValueError, match="prompt_length"):
+        token_logprobs(model, ids, mask, prompt_length=ids.shape[1])
+
+
+def _as_scored(rollout):
+    from rlhf_edu.train.rollouts import ScoredRollout
+
+    return ScoredRollout(rollout, torch.zeros(len(rollout)), None, None, None)
