@@ -135,6 +135,36 @@ def test_rows_that_share_no_prompt_take_one_pass():
     torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
 
 
+class _NoCache(torch.nn.Module):
+    """A model whose forward takes no cache (a wrapper written for one pass)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+
+@pytest.mark.parametrize("case", ["no_cache_argument", "gradient_checkpointing"])
+def test_a_model_without_a_cache_gets_one_pass(case):
+    """A forward without a cache argument: one pass. Hugging Face's gradient checkpointing in train mode
+    returns no cache: one pass after the shared one. The numbers of one pass, exactly."""
+    model = ATTENTION["llama"]()
+    rollout = _rollout(model)
+    P, (B, T) = rollout.prompt_length, rollout.input_ids.shape
+    if case == "no_cache_argument":
+        model, expected = _NoCache(model), [(B, T)]
+    else:
+        model.activation_checkpointing_enable()
+        model.train()
+        expected = [(len(PROMPTS), P), (B, T)]
+    lp, ent, _, grads = _scored(model, rollout, None)
+    lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
+    assert widths_s == expected
+    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent) and torch.equal(grads_s, grads)
+
+
 def test_bad_prompt_length_is_named():
     model = ATTENTION["gpt2"]()
     rollout = _rollout(model)

@@ -100,7 +100,8 @@ def token_entropy(logits):
 def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length):
     """The logits of ``model`` on the batch, each run of consecutive rows with the same first ``prompt_length``
     columns (ids and mask: the samples of one prompt) running those columns once; None when no two rows share
-    them or the model's cache cannot pick rows (``rows_can_be_repeated``).
+    them, the model's forward takes no cache (``cache_keyword``), no cache comes back (Hugging Face's
+    gradient checkpointing turns ``use_cache`` off in train mode) or it cannot pick rows (``rows_can_be_repeated``).
 
     Pass 1 runs the distinct prompts with the cache on; the cache's rows are then picked for every row
     (``batch_select_indices``, differentiable: a prompt's gradient is the sum over its rows), and pass 2 runs
@@ -114,10 +115,13 @@ def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt
         return None
     group = starts.cumsum(0) - 1  # row -> index of its prompt among the distinct ones
     first = starts.nonzero().squeeze(1)
-    cache_name = cache_keyword(getattr(model, "module", model))  # a DistributedDataParallel wrapper's model
+    try:
+        cache_name = cache_keyword(getattr(model, "module", model))  # a DistributedDataParallel wrapper's model
+    except TypeError:  # a forward without a KV cache
+        return None
     head = model(input_ids=head_ids[first], attention_mask=head_mask[first], position_ids=position_ids[first, :P],
                  use_cache=True)
-    cache = head[cache_name]
+    cache = getattr(head, cache_name, None)  # None when the model ran without one (gradient checkpointing)
     if not rows_can_be_repeated(cache):
         return None
     cache.batch_select_indices(group)
@@ -154,8 +158,12 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
             run those columns once, with the cache, and then each row's remaining columns against it. The
             same numbers up to float rounding (tested against one pass, values and gradients), with
             ``1 / G`` of the prompt's arithmetic for ``G`` samples per prompt: GRPO, RLOO and the rollouts'
-            old and reference log-probs use it. A model whose cache cannot pick rows (a Mamba-like layer;
-            ``rows_can_be_repeated``) gets one pass over every row, after the shared one.
+            old and reference log-probs use it. A model whose forward takes no cache gets one pass over
+            every row; so does one whose cache cannot pick rows (a Mamba-like layer; ``rows_can_be_repeated``)
+            or that returns no cache (gradient checkpointing in train mode), after the shared pass. In train
+            mode with dropout the rows of a prompt share one dropout draw over its columns (one pass draws
+            one per row): each row's log-probs keep their distribution, but those rows are no longer
+            independent. ``TypeError`` for a non-integer ``P``, ``ValueError`` outside ``1 <= P < T``.
 
     Used by PPO, GRPO and RLOO (chapters 4, 5), the KL penalty (chapter 2) and, summed, by DPO (chapter 6).
 
