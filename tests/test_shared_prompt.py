@@ -135,6 +135,19 @@ def test_rows_that_share_no_prompt_take_one_pass():
     torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
 
 
+def test_prompts_with_the_same_ids_but_another_mask_are_not_shared():
+    """A tokenizer whose pad token is its BOS (GPT-2's) left-pads one prompt with the ids another starts
+    with: the same ids, another mask, another prompt."""
+    model = ATTENTION["gpt2"]()
+    ids = torch.tensor([[1, 10, 11, 12, 20, 21], [1, 10, 11, 12, 22, 23]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]])
+    rollout = generate(model, TOK, ["1"], max_new_tokens=1, generator=0)
+    rollout.input_ids, rollout.attention_mask, rollout.completion_mask = ids, mask, (ids > 12).long()
+    lp, _, widths, _ = _scored(model, rollout, 4)
+    assert widths == [(2, 6)]
+    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
+
+
 class _NoCache(torch.nn.Module):
     """A model whose forward takes no cache (a wrapper written for one pass)."""
 
