@@ -172,6 +172,12 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
     >>> lp = token_logprobs(model, torch.tensor([[1, 31, 32]]), torch.tensor([[1, 1, 1]]))
     >>> lp.shape, lp[0, 0].item(), bool((lp[0, 1:] < 0).all())
     (torch.Size([1, 3]), 0.0, True)
+
+    Two samples of one prompt (its 3 columns run once), the log-probs of one pass:
+
+    >>> ids = torch.tensor([[1, 31, 32, 33, 34], [1, 31, 32, 35, 36]])
+    >>> bool(torch.allclose(token_logprobs(model, ids, prompt_length=3), token_logprobs(model, ids), atol=1e-5))
+    True
     """
     attention_mask = _check_ids_and_mask(input_ids, attention_mask)
     temperature = check_positive("temperature", temperature)
