@@ -6,6 +6,8 @@ sample, and the completion columns run against it. Checked here on attention mod
 (GPT-2, Llama, Qwen2, Mistral with a sliding window shorter than the rows, Gemma 2's alternating sliding
 layers, OPT, GPT-NeoX): log-probs, entropies and gradients equal one pass over the whole rows to float
 tolerance; and on models whose cache cannot pick rows (Mamba, FalconH1): the same numbers through one pass.
+With ``prompt_length`` only the completion columns are scored: the LM head skips the prompt's positions
+(``logits_to_keep``), in ``token_logprobs`` and in ``generate``'s first pass.
 """
 
 import pytest
@@ -110,7 +112,9 @@ def test_a_cache_that_cannot_pick_rows_gets_one_pass_over_every_row(family):
     lp, ent, _, grads = _scored(model, rollout, None)
     lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
     assert widths_s == [(len(PROMPTS), P), (B, T)]
-    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent) and torch.equal(grads_s, grads)
+    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent)
+    # the LM head's weight gradient sums over fewer positions (the prompt's are not scored): rounding only
+    torch.testing.assert_close(grads_s, grads, atol=1e-5, rtol=1e-5)
 
 
 def test_groups_of_any_size_and_rows_without_a_partner():
@@ -175,7 +179,73 @@ def test_a_model_without_a_cache_gets_one_pass(case):
     lp, ent, _, grads = _scored(model, rollout, None)
     lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
     assert widths_s == expected
-    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent) and torch.equal(grads_s, grads)
+    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent)
+    # the LM head's weight gradient sums over fewer positions (the prompt's are not scored): rounding only
+    torch.testing.assert_close(grads_s, grads, atol=1e-5, rtol=1e-5)
+
+
+def _head_widths(model, fn):
+    """The number of positions the LM head ran on, call by call, while ``fn()`` runs."""
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: widths.append(out.shape[1]))
+    try:
+        out = fn()
+    finally:
+        hook.remove()
+    return widths, out
+
+
+class _AllLogits(torch.nn.Module):
+    """A model whose forward takes a cache but not ``logits_to_keep`` (an older or custom model): it returns
+    the logits of every position."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, cache=None):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=use_cache, cache=cache)
+
+
+def test_prompt_length_scores_the_completions_with_the_lm_head_on_their_positions_only():
+    """With ``prompt_length`` the LM head runs on the last prompt position (shared pass) and the completion
+    columns, or on the positions from ``P - 1`` on (one pass, no rows to share): the prompt's columns get
+    0, the completion columns the numbers of the whole-row pass. A forward without ``logits_to_keep``
+    returns every position and gives the same numbers."""
+    model = ATTENTION["qwen2"]()
+    rollout = _rollout(model)
+    ids, mask, P, (B, T) = rollout.input_ids, rollout.attention_mask, rollout.prompt_length, rollout.input_ids.shape
+    whole_widths, whole = _head_widths(model, lambda: token_logprobs(model, ids, mask))
+    assert whole_widths == [T]
+    widths, shared = _head_widths(model, lambda: token_logprobs(model, ids, mask, prompt_length=P))
+    assert widths == [1, T - P]
+    one = generate(model, TOK, PROMPTS, max_new_tokens=6, generator=0)  # one sample per prompt: no sharing
+    one_widths, one_lp = _head_widths(model, lambda: token_logprobs(model, one.input_ids, one.attention_mask,
+                                                                   prompt_length=one.prompt_length))
+    assert one_widths == [one.input_ids.shape[1] - one.prompt_length + 1]
+    assert torch.equal(shared[:, :P], torch.zeros(B, P)) and bool((shared[:, P:] != 0).any())
+    torch.testing.assert_close(shared[:, P:], whole[:, P:], atol=2e-5, rtol=0)
+    torch.testing.assert_close(one_lp[:, one.prompt_length:],
+                               token_logprobs(model, one.input_ids, one.attention_mask)[:, one.prompt_length:],
+                               atol=0, rtol=0)
+    all_widths, all_lp = _head_widths(model, lambda: token_logprobs(_AllLogits(model), ids, mask, prompt_length=P))
+    assert all_widths == [P, T - P]  # no logits_to_keep: the shared pass's head runs on the whole prompt
+    torch.testing.assert_close(all_lp, shared, atol=0, rtol=0)
+
+
+def test_generate_runs_the_lm_head_on_the_last_prompt_position():
+    """``generate``'s first pass asks for the last position's logits only; a model without
+    ``logits_to_keep`` samples the same tokens from its full logits."""
+    model = ATTENTION["llama"]()
+    widths, rollout = _head_widths(model, lambda: generate(model, TOK, PROMPTS, max_new_tokens=5, num_samples=G,
+                                                           stop_at_eos=False, generator=3))
+    assert widths == [1] * 5
+    all_widths, again = _head_widths(model, lambda: generate(_AllLogits(model), TOK, PROMPTS, max_new_tokens=5,
+                                                             num_samples=G, stop_at_eos=False, generator=3))
+    assert all_widths[0] == rollout.prompt_length and all_widths[1:] == [1] * 4
+    assert torch.equal(again.input_ids, rollout.input_ids)
+    torch.testing.assert_close(again.token_logprobs, rollout.token_logprobs, atol=0, rtol=0)
 
 
 def test_bad_prompt_length_is_named():

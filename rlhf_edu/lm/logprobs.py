@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu.lm.batching import position_ids_from_mask
-from rlhf_edu.lm.generation import cache_keyword, rows_can_be_repeated
+from rlhf_edu.lm.generation import cache_keyword, last_logits_kwargs, rows_can_be_repeated
 from rlhf_edu.validation import check_choice, check_finite, check_integer, check_positive
 
 __all__ = ["REDUCTIONS", "token_logprobs", "sequence_logprobs", "token_entropy"]
@@ -98,15 +98,16 @@ def token_entropy(logits):
 
 
 def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length):
-    """The logits of ``model`` on the batch, each run of consecutive rows with the same first ``prompt_length``
+    """The ``(B, T - P + 1, V)`` logits of ``model`` at positions ``P - 1 .. T - 1`` (those that predict the
+    columns after the prompt), each run of consecutive rows with the same first ``P = prompt_length``
     columns (ids and mask: the samples of one prompt) running those columns once; None when no two rows share
     them, the model's forward takes no cache (``cache_keyword``), no cache comes back (Hugging Face's
     gradient checkpointing turns ``use_cache`` off in train mode) or it cannot pick rows (``rows_can_be_repeated``).
 
-    Pass 1 runs the distinct prompts with the cache on; the cache's rows are then picked for every row
-    (``batch_select_indices``, differentiable: a prompt's gradient is the sum over its rows), and pass 2 runs
-    the remaining columns of every row against it. Each position attends to the same keys as in one pass over
-    the whole row, so the logits are the same up to float rounding."""
+    Pass 1 runs the distinct prompts with the cache on, the LM head on their last position only; the cache's
+    rows are then picked for every row (``batch_select_indices``, differentiable: a prompt's gradient is the
+    sum over its rows), and pass 2 runs the remaining columns of every row against it. Each position attends
+    to the same keys as in one pass over the whole row, so the logits are the same up to float rounding."""
     P = prompt_length
     head_ids, head_mask = input_ids[:, :P], attention_mask[:, :P]
     same = (head_ids[1:] == head_ids[:-1]).all(dim=1) & (head_mask[1:] == head_mask[:-1]).all(dim=1)
@@ -120,14 +121,14 @@ def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt
     except TypeError:  # a forward without a KV cache
         return None
     head = model(input_ids=head_ids[first], attention_mask=head_mask[first], position_ids=position_ids[first, :P],
-                 use_cache=True)
+                 use_cache=True, **last_logits_kwargs(model, 1))
     cache = getattr(head, cache_name, None)  # None when the model ran without one (gradient checkpointing)
     if not rows_can_be_repeated(cache):
         return None
     cache.batch_select_indices(group)
     tail = model(input_ids=input_ids[:, P:].contiguous(), attention_mask=attention_mask,
                  position_ids=position_ids[:, P:].contiguous(), use_cache=True, **{cache_name: cache})
-    return torch.cat([head.logits[group], tail.logits], dim=1)
+    return torch.cat([head.logits[:, -1:][group], tail.logits], dim=1)
 
 
 def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, return_entropy=False,
@@ -152,15 +153,18 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
         temperature: divide the logits by this first (match the sampling temperature of ``generate``).
         return_entropy: also return the ``(B, T)`` entropy of the distribution each token was predicted
             from (0 where the log-prob is 0).
-        prompt_length: None (default: one pass over every row), or the width ``P`` of a left-padded
-            prompt block (``Rollout.prompt_length``), ``1 <= P < T``: consecutive rows whose first ``P``
-            columns are identical, ids and mask (the ``num_samples`` rows of a prompt in a ``Rollout``),
-            run those columns once, with the cache, and then each row's remaining columns against it. The
-            same numbers up to float rounding (tested against one pass, values and gradients), with
-            ``1 / G`` of the prompt's arithmetic for ``G`` samples per prompt: GRPO, RLOO and the rollouts'
-            old and reference log-probs use it. A model whose forward takes no cache gets one pass over
-            every row; so does one whose cache cannot pick rows (a Mamba-like layer; ``rows_can_be_repeated``)
-            or that returns no cache (gradient checkpointing in train mode), after the shared pass. In train
+        prompt_length: None (default: every column is scored), or the width ``P`` of a left-padded
+            prompt block (``Rollout.prompt_length``), ``1 <= P < T``: only the columns from ``P`` on (the
+            completions) are scored, the prompt's columns are 0, and the LM head runs on the positions that
+            predict them (``logits_to_keep``, as in TRL; see ``last_logits_kwargs``). Consecutive rows whose
+            first ``P`` columns are identical, ids and mask (the ``num_samples`` rows of a prompt in a
+            ``Rollout``), run those columns once, with the cache, and then each row's remaining columns
+            against it. The same numbers on the completion columns as one pass, up to float rounding
+            (tested, values and gradients), with ``1 / G`` of the prompt's arithmetic for ``G`` samples per
+            prompt: GRPO, RLOO and the rollouts' old and reference log-probs use it. A model whose forward
+            takes no cache gets one pass over every row; so does one whose cache cannot pick rows (a
+            Mamba-like layer; ``rows_can_be_repeated``) or that returns no cache (gradient checkpointing in
+            train mode), after the shared pass. In train
             mode with dropout the rows of a prompt share one dropout draw over its columns (one pass draws
             one per row): each row's log-probs keep their distribution, but those rows are no longer
             independent. ``TypeError`` for a non-integer ``P``, ``ValueError`` outside ``1 <= P < T``.
@@ -173,37 +177,40 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
     >>> lp.shape, lp[0, 0].item(), bool((lp[0, 1:] < 0).all())
     (torch.Size([1, 3]), 0.0, True)
 
-    Two samples of one prompt (its 3 columns run once), the log-probs of one pass:
+    Two samples of one prompt (its 3 columns run once): the completions' log-probs of one pass, the prompt's 0:
 
     >>> ids = torch.tensor([[1, 31, 32, 33, 34], [1, 31, 32, 35, 36]])
-    >>> bool(torch.allclose(token_logprobs(model, ids, prompt_length=3), token_logprobs(model, ids), atol=1e-5))
-    True
+    >>> shared, whole = token_logprobs(model, ids, prompt_length=3), token_logprobs(model, ids)
+    >>> bool(torch.allclose(shared[:, 3:], whole[:, 3:], atol=1e-5)), bool((shared[:, :3] == 0).all())
+    (True, True)
     """
     attention_mask = _check_ids_and_mask(input_ids, attention_mask)
     temperature = check_positive("temperature", temperature)
     position_ids = position_ids_from_mask(attention_mask)
-    logits = None
+    T = input_ids.shape[1]
+    logits, start = None, 0  # logits[:, j] are those of position start + j and predict column start + j + 1
     if prompt_length is not None:
         prompt_length = check_integer("prompt_length", prompt_length, minimum=1)
-        if prompt_length >= input_ids.shape[1]:
-            raise ValueError(f"prompt_length={prompt_length} must be below the row width {input_ids.shape[1]}: "
+        if prompt_length >= T:
+            raise ValueError(f"prompt_length={prompt_length} must be below the row width {T}: "
                              "the completion columns follow the prompt's")
+        start = prompt_length - 1  # the last prompt position predicts the first completion column
         logits = _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length)
     if logits is None:
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits
+                       use_cache=False, **last_logits_kwargs(model, T - start)).logits[:, start - T:]
     logits = _logits_for_logprobs(logits[:, :-1, :], temperature)
-    targets = input_ids[:, 1:].unsqueeze(-1)
+    targets = input_ids[:, start + 1:].unsqueeze(-1)
     log_norm = torch.logsumexp(logits, dim=-1)
     lp = logits.gather(-1, targets).squeeze(-1) - log_norm
     # A prediction needs a real token to predict from and a real token to predict.
-    valid = (attention_mask[:, 1:] != 0) & (attention_mask[:, :-1] != 0)
-    zeros = torch.zeros_like(lp)
-    lp = torch.cat([zeros[:, :1], torch.where(valid, lp, zeros)], dim=1)
+    valid = (attention_mask[:, start + 1:] != 0) & (attention_mask[:, start:-1] != 0)
+    zeros = lp.new_zeros(lp.shape[0], start + 1)  # column 0 and the prompt's columns: not scored
+    lp = torch.cat([zeros, torch.where(valid, lp, torch.zeros_like(lp))], dim=1)
     if not return_entropy:
         return lp
     entropy = token_entropy(logits)
-    entropy = torch.cat([zeros[:, :1], torch.where(valid, entropy, zeros)], dim=1)
+    entropy = torch.cat([zeros, torch.where(valid, entropy, torch.zeros_like(entropy))], dim=1)
     return lp, entropy
 
 

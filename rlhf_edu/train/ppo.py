@@ -462,7 +462,8 @@ def train_ppo(
                 idx = idx.to(device)
                 m = mask[idx]
                 with autocast:  # the forward pass only: backward runs outside autocast
-                    logp, ent = token_logprobs(actor, ids[idx], attn[idx], temperature=temperature, return_entropy=True)
+                    logp, ent = token_logprobs(actor, ids[idx], attn[idx], temperature=temperature,
+                                               return_entropy=True, prompt_length=P)  # the completions only
                 logp, ent = logp[:, P:], ent[:, P:]
                 policy_loss, stats = rt.ppo_clip_loss(logp, logp_old[idx], advantages[idx], m, clip_eps,
                                                       return_stats=True)

@@ -181,8 +181,8 @@ def collect_rollouts(
                        num_samples=num_samples, generator=generator)
     device = rollout.input_ids.device
     mask = rollout.completion_mask.float()
-    # the num_samples rows of a prompt share one pass over it (token_logprobs' prompt_length)
-    shared = rollout.prompt_length if num_samples > 1 else None
+    # only the completions are scored, and the num_samples rows of a prompt share one pass over it
+    shared = rollout.prompt_length
     logp_old = logp_ref = None
     if old_logprobs:
         was_training = policy.training
