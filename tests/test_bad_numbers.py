@@ -28,7 +28,7 @@ from rlhf_edu.train.data import epoch_minibatches
 from rlhf_edu.train.grpo import train_grpo
 from rlhf_edu.train.history import History
 from rlhf_edu.train.kto import mismatched_indices
-from rlhf_edu.train.loop import NonFiniteLossError, optimizer_step, run_steps
+from rlhf_edu.train.loop import NonFiniteLossError, check_finite_grads, optimizer_step, run_steps
 from rlhf_edu.train.ppo import train_ppo
 from rlhf_edu.train.rloo import train_rloo
 
@@ -217,6 +217,21 @@ def test_infinite_gradient_is_refused_too():
     assert torch.isfinite(loss)
     with pytest.raises(NonFiniteLossError, match="gradient"):
         optimizer_step(opt, loss, model.parameters(), None)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_grads_finds_one_bad_entry_and_accepts_huge_finite_ones(bad):
+    """The check reads the largest |gradient| (one fused pass): any NaN or +-inf entry is found, while finite
+    gradients whose 2-norm overflows float32 (3e38 squared) are finite and pass; clipping then scales them."""
+    params = [torch.nn.Parameter(torch.zeros(50)), torch.nn.Parameter(torch.zeros(3, 4))]
+    params[0].grad, params[1].grad = torch.randn(50), torch.randn(3, 4)
+    params[1].grad[2, 1] = bad
+    with pytest.raises(NonFiniteLossError, match="gradient"):
+        check_finite_grads(params)
+    assert all(p.grad is None for p in params)
+    params[0].grad, params[1].grad = torch.full((50,), 3e38), torch.full((3, 4), -3e38)
+    assert not bool(torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params])))  # the 2-norm overflows
+    check_finite_grads(params)  # no error: every entry is finite
 
 
 # ---------------------------------------------------------------- 3. values that cannot be log-probabilities
