@@ -10,7 +10,9 @@ CPU unless ``--device cuda``:
   batch, KL beta 0.04 (k3 in the loss, reference log-probs of every sampled token in both), AdamW. The
   same rows, but not the same arithmetic: rlhf-edu's sampler runs each prompt once for its 8 samples, and so
   do its reference and training passes (``token_logprobs(prompt_length=...)``, the same log-probs to float
-  rounding); TRL runs every row whole in its passes (its LM head scores only the completion columns).
+  rounding); TRL runs every row whole in its passes. Both LM heads score only the completion columns
+  (``logits_to_keep``), and both optimisers are AdamW, TRL's the fused kernel (its default), rlhf-edu's
+  ``torch.optim.AdamW`` default (a loop over the tensors on the CPU, ``foreach`` on a GPU).
 
 How a step is timed. A step is the wall time from the end of one optimiser step to the end of the next
 (a global ``torch.optim`` step hook, the same for both libraries), so it holds everything a step costs:
@@ -366,7 +368,7 @@ def main():
           "before training (64 rows at a time, spread over the steps above), TRL each step's batch; "
           f"{grouping}. With one update per GRPO batch neither library recomputes the old log-probs. GRPO's "
           "passes: rlhf-edu runs each prompt once for its samples (token_logprobs' prompt_length), TRL every "
-          "row whole, its LM head on the completion columns only.")
+          "row whole; both LM heads on the completion columns only.")
     for name, ratio in summary:
         print(f"{name}: median step rlhf-edu / TRL = {ratio:.2f}")
     if not have_trl:
