@@ -248,6 +248,85 @@ def test_generate_runs_the_lm_head_on_the_last_prompt_position():
     torch.testing.assert_close(again.token_logprobs, rollout.token_logprobs, atol=0, rtol=0)
 
 
+def test_generate_without_shared_rows_runs_the_lm_head_on_the_last_position():
+    """One sample per prompt, or no cache (the prefix recomputed every step): the first pass, and every pass
+    without the cache, asks for the last position's logits only."""
+    model = ATTENTION["gpt2"]()
+    widths, _ = _head_widths(model, lambda: generate(model, TOK, PROMPTS, max_new_tokens=4, stop_at_eos=False,
+                                                     generator=0))
+    assert widths == [1] * 4
+    widths, _ = _head_widths(model, lambda: generate(model, TOK, PROMPTS, max_new_tokens=4, num_samples=2,
+                                                     use_cache=False, stop_at_eos=False, generator=0))
+    assert widths == [1] * 4
+
+
+class _Wrapped(torch.nn.Module):
+    """A data-parallel wrapper (``DistributedDataParallel``, FSDP): ``forward(*inputs, **kwargs)`` calls
+    ``self.module``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.module = model
+
+    def forward(self, *inputs, **kwargs):
+        return self.module(*inputs, **kwargs)
+
+
+def test_a_wrapped_model_gets_logits_to_keep_and_a_kwargs_only_forward_does_not():
+    """``last_logits_kwargs`` reads the signature of the wrapped ``module`` (the trainers' passes under torchrun
+    go through the wrapper); a forward that only has ``**kwargs`` and no ``module`` may not take the keyword:
+    every position, the same numbers."""
+    from rlhf_edu.lm import last_logits_kwargs
+
+    model = ATTENTION["llama"]()
+    rollout = _rollout(model)
+    ids, mask, P, (B, T) = rollout.input_ids, rollout.attention_mask, rollout.prompt_length, rollout.input_ids.shape
+    wrapped = _Wrapped(model)
+    assert last_logits_kwargs(wrapped, 3) == {"logits_to_keep": 3}
+    widths, lp = _head_widths(model, lambda: token_logprobs(wrapped, ids, mask, prompt_length=P))
+    assert widths == [1, T - P]
+    torch.testing.assert_close(lp, token_logprobs(model, ids, mask, prompt_length=P), atol=0, rtol=0)
+
+    class KwargsOnly(torch.nn.Module):  # no `module` to unwrap
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    kwargs_only = KwargsOnly(model)
+    assert last_logits_kwargs(kwargs_only, 3) == {}
+    widths, lp_all = _head_widths(model, lambda: token_logprobs(kwargs_only, ids, mask, prompt_length=P))
+    assert widths == [T]  # no cache keyword either: one pass, every position
+    torch.testing.assert_close(lp_all[:, P:], lp[:, P:], atol=2e-5, rtol=0)
+    assert torch.equal(lp_all[:, :P], torch.zeros(B, P))
+
+
+@pytest.mark.parametrize("case", ["shared", "no_cache_argument"])
+def test_an_empty_prompt_gives_its_first_completion_token_no_prediction(case):
+    """A row whose prompt block is all padding: its first completion token has nothing to be predicted from
+    (0, as in the whole-row pass), the next ones are scored; gradients stay finite."""
+    model = ATTENTION["llama"]()
+    ids = torch.tensor([[0, 0, 0, 5, 6, 2], [0, 0, 0, 7, 2, 0], [1, 10, 11, 5, 6, 2], [1, 10, 11, 8, 2, 0]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    scored = model if case == "shared" else _NoCache(model)
+    widths = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)),
+                                           with_kwargs=True)
+    try:
+        lp, ent = token_logprobs(scored, ids, mask, return_entropy=True, prompt_length=3)
+    finally:
+        hook.remove()
+    assert widths == ([(2, 3), (4, 3)] if case == "shared" else [(4, 6)])
+    whole, whole_ent = token_logprobs(model, ids, mask, return_entropy=True)
+    assert lp[0, 3] == 0 and lp[1, 3] == 0 and ent[0, 3] == 0 and bool((lp[2:, 3] < 0).all())
+    torch.testing.assert_close(lp[:, 3:], whole[:, 3:], atol=2e-5, rtol=0)
+    torch.testing.assert_close(ent[:, 3:], whole_ent[:, 3:], atol=2e-5, rtol=0)
+    (lp.sum() + ent.sum()).backward()
+    assert all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
+
+
 def test_bad_prompt_length_is_named():
     model = ATTENTION["gpt2"]()
     rollout = _rollout(model)
