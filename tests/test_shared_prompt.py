@@ -327,6 +327,24 @@ def test_an_empty_prompt_gives_its_first_completion_token_no_prediction(case):
     assert all(bool(p.grad.isfinite().all()) for p in model.parameters() if p.grad is not None)
 
 
+def test_without_prompt_length_the_forward_gets_no_logits_to_keep():
+    """The default path (SFT, DPO, PPO-ptx, every chapter's scoring) calls the forward as before: every
+    position, no ``logits_to_keep``; with ``prompt_length`` each call keeps the positions it scores."""
+    model = ATTENTION["gpt2"]()
+    rollout = _rollout(model)
+    ids, mask, P, T = rollout.input_ids, rollout.attention_mask, rollout.prompt_length, rollout.input_ids.shape[1]
+    kept = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: kept.append(kwargs.get("logits_to_keep")),
+                                           with_kwargs=True)
+    try:
+        token_logprobs(model, ids, mask)
+        token_logprobs(model, ids[::G], mask[::G], prompt_length=P)  # no two rows share a prompt: one pass
+        token_logprobs(model, ids, mask, prompt_length=P)
+    finally:
+        hook.remove()
+    assert kept == [None, T - P + 1, 1, None]
+
+
 def test_bad_prompt_length_is_named():
     model = ATTENTION["gpt2"]()
     rollout = _rollout(model)

@@ -141,13 +141,16 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
     .. math:: \log p(x_t \mid x_{<t}) = z_{t-1}[x_t] - \log\sum_v e^{z_{t-1}[v]}
 
     (a ``gather`` and a ``logsumexp``: the full ``(B, T, V)`` log-softmax is never built). Entries with no
-    prediction are 0: column 0, the first real token of each row (after left padding), and padding.
+    prediction are 0: column 0, the first real token of each row (after left padding), and padding; with
+    ``prompt_length=P`` the ``P`` prompt columns are 0 too (only the completion columns are scored).
     Position ids are ``cumsum(attention_mask) - 1`` clamped at 0, so left padding does not shift the
     positions (the classic padding bug). Gradients flow to the model (wrap in ``torch.no_grad()`` for a
     reference model). Half-precision logits are upcast to float32 first.
 
     Args:
-        model: any Hugging Face causal LM (``model(...).logits`` of shape ``(B, T, V)``).
+        model: any Hugging Face causal LM (``model(...).logits`` of shape ``(B, T, V)``, or ``(B, n, V)``
+            for the last ``n`` positions when its forward takes ``logits_to_keep``), or a wrapper of one
+            with a ``module`` attribute (``DistributedDataParallel``).
         input_ids: ``(B, T)`` token ids.
         attention_mask: ``(B, T)`` 0/1 (default all ones).
         temperature: divide the logits by this first (match the sampling temperature of ``generate``).
@@ -196,9 +199,10 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
                              "the completion columns follow the prompt's")
         start = prompt_length - 1  # the last prompt position predicts the first completion column
         logits = _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt_length)
-    if logits is None:
+    if logits is None:  # one pass; with prompt_length the LM head runs on positions start .. T - 1 only
+        keep = last_logits_kwargs(model, T - start) if start else {}
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False, **last_logits_kwargs(model, T - start)).logits[:, start - T:]
+                       use_cache=False, **keep).logits[:, start - T:]
     logits = _logits_for_logprobs(logits[:, :-1, :], temperature)
     targets = input_ids[:, start + 1:].unsqueeze(-1)
     log_norm = torch.logsumexp(logits, dim=-1)
