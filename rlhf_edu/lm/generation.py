@@ -102,9 +102,13 @@ def last_logits_kwargs(model, n):
     The LM head is then applied to those positions alone: for a vocabulary of 150k tokens and a 500-token
     prompt that is the difference between 300 MB of float32 logits per row and 0.6 MB. ``generate``'s first
     pass keeps the last position (the next token's distribution) and ``token_logprobs(prompt_length=P)`` the
-    positions that predict the completion, as TRL and ``model.generate`` do. A forward without the keyword
-    (older models, custom ones) returns every position, and callers slice ``logits[:, -n:]`` either way, so
-    both give the same numbers. ``n`` is a positive ``int`` (``logits_to_keep=0`` would mean "all").
+    positions that predict the completion, as TRL and ``model.generate`` do. The signature read is that of
+    ``model.module`` when there is one (a ``DistributedDataParallel`` wrapper's ``forward(*inputs, **kwargs)``
+    passes the keyword on). A forward without the keyword (older models, older transformers'
+    ``num_logits_to_keep``, custom ones, one with only ``**kwargs``, which may not accept it) gets ``{}`` and
+    returns every position; callers slice ``logits[:, -n:]`` either way, so both give the same numbers (up
+    to the rounding of a matrix product of another shape). ``n`` is a positive ``int`` (``logits_to_keep=0``
+    would mean "all"): ``TypeError`` for a non-integer, ``ValueError`` below 1, naming ``n``.
 
     >>> from rlhf_edu.lm import tiny_causal_lm
     >>> last_logits_kwargs(tiny_causal_lm(20), 1)
