@@ -345,6 +345,32 @@ def test_without_prompt_length_the_forward_gets_no_logits_to_keep():
     assert kept == [None, T - P + 1, 1, None]
 
 
+def test_ppo_and_the_rollouts_score_the_completions_only(monkeypatch):
+    """PPO's train pass and the rollouts' old and reference passes (one sample per prompt: nothing to share)
+    pass ``prompt_length``, so their LM head skips the prompt; the numbers are those of the whole-row pass on
+    the completion columns, which is all they read."""
+    import numpy as np
+
+    from rlhf_edu.train import ppo as ppo_module
+    from rlhf_edu.train import rollouts as rollouts_module
+
+    calls = []
+
+    def spy(where):
+        def token_logprobs_spy(model, input_ids, *args, **kwargs):
+            calls.append((where, kwargs.get("prompt_length")))
+            return token_logprobs(model, input_ids, *args, **kwargs)
+        return token_logprobs_spy
+
+    monkeypatch.setattr(ppo_module, "token_logprobs", spy("train"))
+    monkeypatch.setattr(rollouts_module, "token_logprobs", spy("rollout"))
+    model = ATTENTION["gpt2"]()
+    ppo_module.train_ppo(model, TOK, PROMPTS, lambda c, p: np.zeros(len(c)), steps=1, batch_size=4, minibatch_size=4,
+                         ppo_epochs=1, max_new_tokens=4, device="cpu", progress=False, seed=0)
+    assert [w for w, _ in calls] == ["rollout", "rollout", "train"]  # old, reference, one minibatch
+    assert all(isinstance(p, int) and p > 0 for _, p in calls), calls
+
+
 def test_bad_prompt_length_is_named():
     model = ATTENTION["gpt2"]()
     rollout = _rollout(model)
