@@ -24,6 +24,11 @@ G = 3
 SPECIAL = dict(vocab_size=len(TOK), pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
+# The LM head on another number of positions (logits_to_keep) is another matrix product, which may round
+# differently: under ATEN_CPU_CAPABILITY=default (the suite's second CI run) a log-prob moved by 1 ulp.
+ROUNDING = dict(atol=2e-6, rtol=0)
+
+
 def _seeded(build, seed=0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -112,7 +117,8 @@ def test_a_cache_that_cannot_pick_rows_gets_one_pass_over_every_row(family):
     lp, ent, _, grads = _scored(model, rollout, None)
     lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
     assert widths_s == [(len(PROMPTS), P), (B, T)]
-    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent)
+    torch.testing.assert_close(lp_s, lp, **ROUNDING)
+    torch.testing.assert_close(ent_s, ent, **ROUNDING)
     # the LM head's weight gradient sums over fewer positions (the prompt's are not scored): rounding only
     torch.testing.assert_close(grads_s, grads, atol=1e-5, rtol=1e-5)
 
@@ -136,7 +142,7 @@ def test_rows_that_share_no_prompt_take_one_pass():
     rollout = generate(model, TOK, PROMPTS, max_new_tokens=6, generator=0)  # one sample per prompt
     lp, _, widths, _ = _scored(model, rollout, rollout.prompt_length)
     assert widths == [tuple(rollout.input_ids.shape)]
-    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
+    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], **ROUNDING)
 
 
 def test_prompts_with_the_same_ids_but_another_mask_are_not_shared():
@@ -149,7 +155,7 @@ def test_prompts_with_the_same_ids_but_another_mask_are_not_shared():
     rollout.input_ids, rollout.attention_mask, rollout.completion_mask = ids, mask, (ids > 12).long()
     lp, _, widths, _ = _scored(model, rollout, 4)
     assert widths == [(2, 6)]
-    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], atol=0, rtol=0)
+    torch.testing.assert_close(lp, _scored(model, rollout, None)[0], **ROUNDING)
 
 
 class _NoCache(torch.nn.Module):
@@ -166,7 +172,8 @@ class _NoCache(torch.nn.Module):
 @pytest.mark.parametrize("case", ["no_cache_argument", "gradient_checkpointing"])
 def test_a_model_without_a_cache_gets_one_pass(case):
     """A forward without a cache argument: one pass. Hugging Face's gradient checkpointing in train mode
-    returns no cache: one pass after the shared one. The numbers of one pass, exactly."""
+    returns no cache: one pass after the shared one. The numbers of one pass (to the rounding of the LM head
+    on fewer positions)."""
     model = ATTENTION["llama"]()
     rollout = _rollout(model)
     P, (B, T) = rollout.prompt_length, rollout.input_ids.shape
@@ -179,7 +186,8 @@ def test_a_model_without_a_cache_gets_one_pass(case):
     lp, ent, _, grads = _scored(model, rollout, None)
     lp_s, ent_s, widths_s, grads_s = _scored(model, rollout, P)
     assert widths_s == expected
-    assert torch.equal(lp_s, lp) and torch.equal(ent_s, ent)
+    torch.testing.assert_close(lp_s, lp, **ROUNDING)
+    torch.testing.assert_close(ent_s, ent, **ROUNDING)
     # the LM head's weight gradient sums over fewer positions (the prompt's are not scored): rounding only
     torch.testing.assert_close(grads_s, grads, atol=1e-5, rtol=1e-5)
 
@@ -228,10 +236,10 @@ def test_prompt_length_scores_the_completions_with_the_lm_head_on_their_position
     torch.testing.assert_close(shared[:, P:], whole[:, P:], atol=2e-5, rtol=0)
     torch.testing.assert_close(one_lp[:, one.prompt_length:],
                                token_logprobs(model, one.input_ids, one.attention_mask)[:, one.prompt_length:],
-                               atol=0, rtol=0)
+                               **ROUNDING)
     all_widths, all_lp = _head_widths(model, lambda: token_logprobs(_AllLogits(model), ids, mask, prompt_length=P))
     assert all_widths == [P, T - P]  # no logits_to_keep: the shared pass's head runs on the whole prompt
-    torch.testing.assert_close(all_lp, shared, atol=0, rtol=0)
+    torch.testing.assert_close(all_lp, shared, **ROUNDING)
 
 
 def test_generate_runs_the_lm_head_on_the_last_prompt_position():
@@ -245,7 +253,7 @@ def test_generate_runs_the_lm_head_on_the_last_prompt_position():
                                                              num_samples=G, stop_at_eos=False, generator=3))
     assert all_widths[0] == rollout.prompt_length and all_widths[1:] == [1] * 4
     assert torch.equal(again.input_ids, rollout.input_ids)
-    torch.testing.assert_close(again.token_logprobs, rollout.token_logprobs, atol=0, rtol=0)
+    torch.testing.assert_close(again.token_logprobs, rollout.token_logprobs, **ROUNDING)
 
 
 def test_generate_without_shared_rows_runs_the_lm_head_on_the_last_position():
