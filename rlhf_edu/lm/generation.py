@@ -73,8 +73,20 @@ class Rollout:
         return self.completion_mask.sum(dim=1)
 
 
+def _forward_parameters(model):
+    """The parameters of ``model.forward``, read on ``model.module`` when there is one (a
+    ``DistributedDataParallel`` wrapper's ``forward(*inputs, **kwargs)`` passes every keyword on); None for
+    a forward without a signature."""
+    model = getattr(model, "module", model)
+    try:
+        return inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return None
+
+
 def cache_keyword(model):
-    """The name under which ``model.forward`` takes (and its output returns) the KV cache.
+    """The name under which ``model.forward`` takes (and its output returns) the KV cache (read on
+    ``model.module`` for a ``DistributedDataParallel`` wrapper).
 
     transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40); older
     releases, and models written against them, only know ``past_key_values``. A state-space model such as
@@ -84,9 +96,8 @@ def cache_keyword(model):
     >>> cache_keyword(tiny_causal_lm(20))
     'cache'
     """
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # a forward without a signature: assume the current API
+    params = _forward_parameters(model)
+    if params is None:  # a forward without a signature: assume the current API
         return "cache"
     if "cache" in params:
         return "cache"
@@ -115,11 +126,7 @@ def last_logits_kwargs(model, n):
     {'logits_to_keep': 1}
     """
     n = check_integer("n", n, minimum=1)
-    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper's model
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):  # a forward without a signature: keep every position
-        return {}
+    params = _forward_parameters(model) or {}  # no signature: keep every position
     return {"logits_to_keep": n} if "logits_to_keep" in params else {}
 
 

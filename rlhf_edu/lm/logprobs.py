@@ -117,7 +117,7 @@ def _shared_prompt_logits(model, input_ids, attention_mask, position_ids, prompt
     group = starts.cumsum(0) - 1  # row -> index of its prompt among the distinct ones
     first = starts.nonzero().squeeze(1)
     try:
-        cache_name = cache_keyword(getattr(model, "module", model))  # a DistributedDataParallel wrapper's model
+        cache_name = cache_keyword(model)
     except TypeError:  # a forward without a KV cache
         return None
     head = model(input_ids=head_ids[first], attention_mask=head_mask[first], position_ids=position_ids[first, :P],
@@ -167,10 +167,9 @@ def token_logprobs(model, input_ids, attention_mask=None, *, temperature=1.0, re
             prompt: GRPO, RLOO and the rollouts' old and reference log-probs use it. A model whose forward
             takes no cache gets one pass over every row; so does one whose cache cannot pick rows (a
             Mamba-like layer; ``rows_can_be_repeated``) or that returns no cache (gradient checkpointing in
-            train mode), after the shared pass. In train
-            mode with dropout the rows of a prompt share one dropout draw over its columns (one pass draws
-            one per row): each row's log-probs keep their distribution, but those rows are no longer
-            independent. ``TypeError`` for a non-integer ``P``, ``ValueError`` outside ``1 <= P < T``.
+            train mode), after the shared pass. In train mode with dropout the rows of a prompt share one
+            dropout draw over its columns (one pass draws one per row): each row's log-probs keep their
+            distribution, but those rows are no longer independent. ``TypeError`` for a non-integer ``P``, ``ValueError`` outside ``1 <= P < T``.
 
     Used by PPO, GRPO and RLOO (chapters 4, 5), the KL penalty (chapter 2) and, summed, by DPO (chapter 6).
 
