@@ -166,19 +166,20 @@ def _check_real_scalar(name: str, value) -> float:
     return float(value)
 
 
-def check_positive(name: str, value) -> float:
-    """Raise ``ValueError`` unless the scalar ``value`` is > 0 (e.g. ``beta``)."""
+def check_positive(name: str, value, *, finite: bool = False) -> float:
+    """Raise ``ValueError`` unless the scalar ``value`` is > 0 (e.g. ``beta``); with ``finite=True`` also
+    unless it is finite (a learning rate of ``inf`` would write NaN into the weights)."""
     v = _check_real_scalar(name, value)
-    if not v > 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not v > 0 or (finite and v == float("inf")):
+        raise ValueError(f"{name} must be {'finite and ' if finite else ''}> 0, got {value}")
     return v
 
 
-def check_nonnegative(name: str, value) -> float:
-    """Raise ``ValueError`` unless the scalar ``value`` is >= 0."""
+def check_nonnegative(name: str, value, *, finite: bool = False) -> float:
+    """Raise ``ValueError`` unless the scalar ``value`` is >= 0 (and finite, with ``finite=True``)."""
     v = _check_real_scalar(name, value)
-    if not v >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+    if not v >= 0 or (finite and v == float("inf")):
+        raise ValueError(f"{name} must be {'finite and ' if finite else ''}>= 0, got {value}")
     return v
 
 

@@ -76,8 +76,16 @@ def test_sft_bad_input(tokenizer):
     no_pad.pad_token = None
     with pytest.raises(ValueError, match="pad"):
         train_sft(model, no_pad, [("a", "b")], progress=False)
-    with pytest.raises(ValueError, match="keys"):
+    with pytest.raises(ValueError, match="lacks the key"):
         prompt_completion_pairs([{"question": "a"}])
+    # every record is checked, not only the first (a later one once gave a bare KeyError, a 3-tuple passed)
+    with pytest.raises(ValueError, match=r"examples\[1\] lacks the key\(s\) \['completion'\]"):
+        train_sft(model, tokenizer, [{"prompt": "a", "completion": " b"}, {"prompt": "a", "response": " b"}],
+                  progress=False)
+    with pytest.raises(TypeError, match=r"examples\[0\] must be a dict"):
+        train_sft(model, tokenizer, [("a", " b", "c")] * 4, progress=False)
+    with pytest.raises(TypeError, match=r"examples\[1\] completion must be a string"):
+        prompt_completion_pairs([("a", " b"), ("a", None)])
 
 
 def test_minibatches_cover_everything_once():

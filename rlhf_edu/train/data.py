@@ -15,21 +15,56 @@ from rlhf_edu.lm import context_length
 __all__ = ["prompt_completion_pairs", "check_fits_context", "minibatches", "epoch_minibatches", "steps_per_run"]
 
 
-def prompt_completion_pairs(examples, prompt_key="prompt", completion_key="completion"):
+def _as_list(name, records):
+    if isinstance(records, (str, dict)):
+        raise TypeError(f"{name} must be a list of records, got a single {type(records).__name__}; wrap it in [...]")
+    try:
+        records = list(records)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of records, got {type(records).__name__}") from None
+    if not records:
+        raise ValueError(f"{name} is empty: nothing to train on")
+    return records
+
+
+def _text(name, value):
+    # A completion may also be given as token ids (prompt_completion_batch accepts both).
+    if isinstance(value, str) or isinstance(value, (list, tuple)):
+        return value
+    raise TypeError(f"{name} must be a string (or a list of token ids), got {type(value).__name__}")
+
+
+def prompt_completion_pairs(examples, prompt_key="prompt", completion_key="completion", name="examples"):
     """``(prompts, completions)`` from records ``{"prompt", "completion"}`` or ``(prompt, completion)`` tuples.
+
+    Every record is checked: an empty list, a record without both keys, a tuple that is not a pair, or a
+    field that is not a string (or a list of token ids) raises ``ValueError`` / ``TypeError`` naming
+    ``name[i]``.
 
     >>> prompt_completion_pairs([{"prompt": "1+1=", "completion": "2."}])
     (['1+1='], ['2.'])
+    >>> prompt_completion_pairs([("1+1=", "2."), {"prompt": "2+2=", "response": "4."}])
+    Traceback (most recent call last):
+    ...
+    ValueError: examples[1] lacks the key(s) ['completion']; a record is {'prompt', 'completion'}
     """
-    examples = list(examples)
-    if not examples:
-        raise ValueError("examples is empty: nothing to train on")
-    if isinstance(examples[0], dict):
-        missing = {prompt_key, completion_key} - set(examples[0])
-        if missing:
-            raise ValueError(f"examples records lack the keys {sorted(missing)}")
-        return [e[prompt_key] for e in examples], [e[completion_key] for e in examples]
-    return [e[0] for e in examples], [e[1] for e in examples]
+    records = _as_list(name, examples)
+    prompts, completions = [], []
+    for i, r in enumerate(records):
+        if isinstance(r, dict):
+            missing = [k for k in (prompt_key, completion_key) if k not in r]
+            if missing:
+                raise ValueError(f"{name}[{i}] lacks the key(s) {missing}; a record is "
+                                 f"{{{prompt_key!r}, {completion_key!r}}}")
+            p, c = r[prompt_key], r[completion_key]
+        elif isinstance(r, (tuple, list)) and len(r) == 2:
+            p, c = r
+        else:
+            raise TypeError(f"{name}[{i}] must be a dict {{{prompt_key!r}, {completion_key!r}}} or a "
+                            f"(prompt, completion) pair, got {r!r:.60}")
+        prompts.append(_text(f"{name}[{i}] {prompt_key}", p))
+        completions.append(_text(f"{name}[{i}] {completion_key}", c))
+    return prompts, completions
 
 
 def check_fits_context(model, input_ids: torch.Tensor, name: str = "examples", extra: int = 0) -> None:

@@ -33,7 +33,7 @@ from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
@@ -189,7 +189,7 @@ def train_dpo(
     check_choice("logp_reduction", logp_reduction, REDUCTIONS)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, chosen, rejected = preference_triples(pairs)
 

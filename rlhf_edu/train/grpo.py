@@ -38,7 +38,7 @@ from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, GSPO_CLIP_EPS, GSPO_CLIP_EPS_HIGH, IMPORTANCE_SAMPLING
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.rollouts import (
     concat_rollouts,
     prepare_online_run,
@@ -239,11 +239,12 @@ def train_grpo(
     """
     group_size = check_integer("group_size", group_size, minimum=1)
     if group_size < 2:
-        raise ValueError(f"group_size must be >= 2: GRPO's baseline is the mean of the OTHER samples of a "
-                         f"prompt, and a group of one has advantage 0 (got group_size={group_size})")
+        raise ValueError(f"group_size must be >= 2: GRPO's baseline is the mean reward of a prompt's group, "
+                         f"the sample itself included, so a group of one has advantage 0 "
+                         f"(got group_size={group_size})")
     prompts_per_step = check_integer("prompts_per_step", prompts_per_step, minimum=1)
     steps = check_integer("steps", steps, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
     beta = check_nonnegative("beta", beta)
     clip_eps = check_in_range("clip_eps", clip_eps, 0.0, 1.0, high_open=True)
     if clip_eps_high is not None:

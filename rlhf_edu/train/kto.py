@@ -30,7 +30,7 @@ from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.preference_data import binary_feedback_records, frozen_logps, per_token_nll, take_rows
 from rlhf_edu.train.rollouts import policy_and_reference
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
@@ -166,7 +166,7 @@ def train_kto(
     check_choice("logp_reduction", logp_reduction, REDUCTIONS)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, completions, labels = binary_feedback_records(examples)
     if lambda_d is None:  # the paper's rule: lambda_D n_D = lambda_U n_U

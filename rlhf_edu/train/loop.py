@@ -24,8 +24,10 @@ import torch
 
 from rlhf_edu.train.history import History
 from rlhf_edu.train.progress import progress_bar
+from rlhf_edu.validation import check_nonnegative, check_positive
 
-__all__ = ["run_steps", "optimizer_step", "NonFiniteLossError", "check_finite_loss", "check_finite_grads"]
+__all__ = ["run_steps", "optimizer_step", "NonFiniteLossError", "check_finite_loss", "check_finite_grads",
+           "check_optimizer_settings"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -63,6 +65,30 @@ def check_finite_grads(parameters) -> None:
         raise NonFiniteLossError("a gradient is NaN or inf: not updating the model")
 
 
+def check_optimizer_settings(lr, max_grad_norm=None, weight_decay=0.0) -> tuple:
+    """Check a trainer's optimiser arguments before any work; return ``(lr, max_grad_norm, weight_decay)``
+    as floats (``max_grad_norm`` may stay ``None``: no clipping).
+
+    Raises ``ValueError`` naming the argument unless ``lr`` is finite and > 0 (``inf`` writes NaN into the
+    weights at the first update), ``max_grad_norm`` is ``None`` or finite and > 0 (``clip_grad_norm_``
+    scales the gradient by ``max_grad_norm / norm``: a negative value turns every step into gradient
+    ASCENT, 0 stops learning), and ``weight_decay`` is finite and >= 0 (a negative one grows the weights);
+    ``TypeError`` for a non-number.
+
+    >>> check_optimizer_settings(1e-3, 1, 0)
+    (0.001, 1.0, 0.0)
+    >>> check_optimizer_settings(1e-3, max_grad_norm=-1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_grad_norm must be finite and > 0, got -1.0
+    """
+    lr = check_positive("lr", lr, finite=True)
+    if max_grad_norm is not None:
+        max_grad_norm = check_positive("max_grad_norm", max_grad_norm, finite=True)
+    weight_decay = check_nonnegative("weight_decay", weight_decay, finite=True)
+    return lr, max_grad_norm, weight_decay
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, max_grad_norm: float | None):
     """``zero_grad``, ``loss.backward()``, clip the global gradient norm to ``max_grad_norm`` (None: no clip),
     ``step``. ``parameters`` are the ones to clip (those of the optimiser).
@@ -70,6 +96,8 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, paramet
     Raises ``NonFiniteLossError`` before any parameter changes if the loss (checked before ``backward``)
     or a gradient (checked before ``step``) is NaN or inf.
     """
+    if max_grad_norm is not None:
+        check_positive("max_grad_norm", max_grad_norm, finite=True)
     parameters = list(parameters)
     check_finite_loss(loss)
     optimizer.zero_grad(set_to_none=True)

@@ -26,7 +26,7 @@ from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.preference_data import (
     chosen_rejected_logps,
     encode_pairs,
@@ -35,7 +35,7 @@ from rlhf_edu.train.preference_data import (
     take_rows,
 )
 from rlhf_edu.train.rollouts import policy_and_reference
-from rlhf_edu.validation import check_integer, check_nonnegative, check_positive
+from rlhf_edu.validation import check_integer, check_nonnegative
 
 __all__ = ["train_orpo"]
 
@@ -100,7 +100,7 @@ def train_orpo(
     lam = check_nonnegative("lam", lam)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, chosen, rejected = preference_triples(pairs)
 

@@ -66,7 +66,7 @@ from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import check_fits_context, minibatches
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import check_finite_grads, run_steps
+from rlhf_edu.train.loop import check_finite_grads, check_optimizer_settings, run_steps
 from rlhf_edu.train.rollouts import prepare_online_run, sampled_kl
 from rlhf_edu.train.sft import masked_nll
 from rlhf_edu.validation import check_choice, check_in_range, check_integer, check_nonnegative, check_positive
@@ -322,9 +322,8 @@ def train_ppo(
     minibatch_size = check_integer("minibatch_size", minibatch_size, minimum=1)
     if minibatch_size > batch_size:
         raise ValueError(f"minibatch_size ({minibatch_size}) must be <= batch_size ({batch_size})")
-    lr, critic_lr = check_positive("lr", lr), check_positive("critic_lr", critic_lr)
-    if max_grad_norm is not None:
-        max_grad_norm = check_positive("max_grad_norm", max_grad_norm)
+    lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
+    critic_lr = check_positive("critic_lr", critic_lr, finite=True)
     kl_coef = check_nonnegative("kl_coef", kl_coef)
     check_choice("kl_in", kl_in, KL_PLACEMENTS)
     if kl_estimator is None:

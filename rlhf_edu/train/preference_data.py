@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from rlhf_edu.lm import TokenBatch, prompt_completion_batch, sequence_logprobs
-from rlhf_edu.train.data import check_fits_context
+from rlhf_edu.train.data import _as_list, _text, check_fits_context
 from rlhf_edu.validation import check_integer
 
 __all__ = [
@@ -42,25 +42,6 @@ __all__ = [
     "frozen_logps",
     "per_token_nll",
 ]
-
-
-def _as_list(name, records):
-    if isinstance(records, (str, dict)):
-        raise TypeError(f"{name} must be a list of records, got a single {type(records).__name__}; wrap it in [...]")
-    try:
-        records = list(records)
-    except TypeError:
-        raise TypeError(f"{name} must be a list of records, got {type(records).__name__}") from None
-    if not records:
-        raise ValueError(f"{name} is empty: nothing to train on")
-    return records
-
-
-def _text(name, value):
-    # A completion may also be given as token ids (prompt_completion_batch accepts both).
-    if isinstance(value, str) or isinstance(value, (list, tuple)):
-        return value
-    raise TypeError(f"{name} must be a string (or a list of token ids), got {type(value).__name__}")
 
 
 def preference_triples(pairs, name="pairs"):

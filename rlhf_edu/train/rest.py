@@ -30,7 +30,7 @@ from rlhf_edu.lm import generate
 from rlhf_edu.train.data import prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.rollouts import prepare_online_run
 from rlhf_edu.train.sft import train_sft
 from rlhf_edu.validation import check_integer, check_positive
@@ -140,7 +140,7 @@ def train_rest(
     thresholds = _check_thresholds(thresholds, improve_steps)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, _, _ = check_optimizer_settings(lr)
     temperature = check_positive("temperature", temperature)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)

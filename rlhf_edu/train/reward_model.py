@@ -45,9 +45,9 @@ from rlhf_edu.lm import (RewardModel, disable_dropout_in_model, mixed_precision,
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.preference_data import encode_pairs, pair_rows, preference_triples, ranking_records, take_rows
-from rlhf_edu.validation import as_float_array, check_integer, check_nonnegative, check_positive
+from rlhf_edu.validation import as_float_array, check_integer, check_nonnegative
 
 __all__ = ["train_reward_model", "reward_margins", "pairwise_accuracy"]
 
@@ -208,7 +208,7 @@ def train_reward_model(
     _check_reward_model(rm)
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     l2_reward = check_nonnegative("l2_reward", l2_reward)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     if isinstance(pairs, (str, dict)):

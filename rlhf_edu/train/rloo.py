@@ -26,7 +26,7 @@ from rlhf_edu.lm import token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import run_steps
+from rlhf_edu.train.loop import check_optimizer_settings, run_steps
 from rlhf_edu.train.rollouts import prepare_online_run, sampled_kl
 from rlhf_edu.validation import check_choice, check_integer, check_nonnegative, check_positive
 
@@ -117,7 +117,7 @@ def train_rloo(
                          f"of the OTHER samples of its prompt (got group_size={group_size})")
     prompts_per_step = check_integer("prompts_per_step", prompts_per_step, minimum=1)
     steps = check_integer("steps", steps, minimum=1)
-    lr = check_positive("lr", lr)
+    lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
     beta = check_nonnegative("beta", beta)
     check_choice("estimator", estimator, KL_ESTIMATORS)
     check_choice("aggregation", aggregation, RLOO_AGGREGATIONS)

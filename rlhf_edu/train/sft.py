@@ -20,9 +20,9 @@ from rlhf_edu.lm import (disable_dropout_in_model, mixed_precision, prompt_compl
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
-from rlhf_edu.train.loop import NonFiniteLossError
+from rlhf_edu.train.loop import NonFiniteLossError, check_optimizer_settings
 from rlhf_edu.train.progress import progress_bar
-from rlhf_edu.validation import check_choice, check_integer, check_positive
+from rlhf_edu.validation import check_choice, check_integer
 
 __all__ = ["train_sft", "masked_nll"]
 
@@ -100,7 +100,7 @@ def train_sft(
     """
     check_integer("epochs", epochs, minimum=1)
     check_integer("batch_size", batch_size, minimum=1)
-    check_positive("lr", lr)
+    lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_choice("loss_on", loss_on, ("completion", "all"))
     check_choice("loss_reduction", loss_reduction, ("token_mean", "sequence_mean", "sum"))
     prompts, completions = prompt_completion_pairs(examples)
