@@ -504,3 +504,29 @@ def test_optimizer_step_refuses_a_bad_clip_norm_from_a_hand_written_loop():
     with pytest.raises(ValueError, match="max_grad_norm"):
         optimizer_step(optimizer, loss, model.parameters(), -1.0)
     assert torch.equal(model.weight, before)
+
+
+@pytest.mark.parametrize("trainer", sorted(_trainer_calls()))
+def test_every_trainer_refuses_a_tokenizer_with_more_tokens_than_the_model_has_embeddings(trainer):
+    # another family's tokenizer failed deep in the embedding ("IndexError: index out of range in self"; on a
+    # GPU a device-side assert), or trained on the wrong tokens when its ids happened to fit
+    tok = char_tokenizer()
+    model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    model.resize_token_embeddings(len(tok) - 5)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=rf"tokenizer has {len(tok)} tokens but the model's input embedding has "
+                                         rf"{len(tok) - 5} rows"):
+        _trainer_calls()[trainer](model, tok)
+    for p, q in zip(model.parameters(), before):
+        assert torch.equal(p, q)
+
+
+def test_a_reward_model_scoring_with_a_tokenizer_it_cannot_read_is_refused():
+    from rlhf_edu.lm import RewardModel
+    from rlhf_edu.train.rollouts import as_reward_fn
+
+    tok = char_tokenizer()
+    backbone = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    backbone.resize_token_embeddings(len(tok) - 1)
+    with pytest.raises(ValueError, match="input embedding has"):
+        as_reward_fn(RewardModel(backbone), tok)

@@ -22,6 +22,7 @@ __all__ = [
     "tiny_causal_lm",
     "count_parameters",
     "context_length",
+    "check_vocabulary",
     "llama_parameter_count",
     "llama2_13b_config",
     "llama2_13b_parameter_count",
@@ -187,6 +188,40 @@ def context_length(model_or_config):
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def check_vocabulary(model, tokenizer) -> None:
+    """Raise ``ValueError`` when ``tokenizer`` can produce token ids that ``model`` has no embedding for.
+
+    ``len(tokenizer)`` (its vocabulary plus added tokens) must not exceed the number of rows of the model's
+    input embedding; more rows than tokens is fine (Qwen2 pads its 151,665 tokens to 151,936 rows). Without
+    this check a tokenizer of another model fails deep inside the embedding with ``IndexError: index out of
+    range in self`` (on a GPU, a device-side assert), or, when its ids happen to fit, trains on the wrong
+    tokens without any error. A reward or value model (``rlhf_edu.lm.RewardModel``) is checked through its
+    backbone; a model that exposes no input embedding is not checked.
+
+    >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer()
+    >>> check_vocabulary(tiny_causal_lm(tok, d_model=32, n_layer=1), tok)   # built for it: nothing to say
+    >>> small = tiny_causal_lm(tok, d_model=32, n_layer=1); small.resize_token_embeddings(40)  # doctest: +ELLIPSIS
+    Embedding(40, 32...)
+    >>> check_vocabulary(small, tok)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the tokenizer has 57 tokens but the model's input embedding has 40 rows: ids 40..56 have no ...
+    """
+    module = model if hasattr(model, "get_input_embeddings") else getattr(model, "backbone", model)
+    try:
+        rows = module.get_input_embeddings().num_embeddings
+    except (AttributeError, NotImplementedError, TypeError):
+        return
+    n = len(tokenizer)
+    if n > rows:
+        raise ValueError(
+            f"the tokenizer has {n} tokens but the model's input embedding has {rows} rows: ids {rows}..{n - 1} "
+            "have no embedding (is the tokenizer another model's? after adding tokens, call "
+            "model.resize_token_embeddings(len(tokenizer)))"
+        )
 
 
 _LLAMA_FIELDS = (

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import REDUCTIONS, mixed_precision, resolve_device, set_seed
+from rlhf_edu.lm import REDUCTIONS, check_vocabulary, mixed_precision, resolve_device, set_seed
 from rlhf_edu.numpy.direct import GPO_LOSSES
 from rlhf_edu.train.data import epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
@@ -190,6 +190,7 @@ def train_dpo(
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
+    check_vocabulary(policy, tokenizer)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, chosen, rejected = preference_triples(pairs)
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import token_logprobs
+from rlhf_edu.lm import check_vocabulary, token_logprobs
 from rlhf_edu.numpy.advantages import GROUP_SCALES, GROUP_STDS
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.numpy.policy_gradient import GRPO_AGGREGATIONS, GSPO_CLIP_EPS, GSPO_CLIP_EPS_HIGH, IMPORTANCE_SAMPLING
@@ -245,6 +245,7 @@ def train_grpo(
     prompts_per_step = check_integer("prompts_per_step", prompts_per_step, minimum=1)
     steps = check_integer("steps", steps, minimum=1)
     lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
+    check_vocabulary(policy, tokenizer)
     beta = check_nonnegative("beta", beta)
     clip_eps = check_in_range("clip_eps", clip_eps, 0.0, 1.0, high_open=True)
     if clip_eps_high is not None:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import REDUCTIONS, mixed_precision, prompt_completion_batch, resolve_device, sequence_logprobs, set_seed
+from rlhf_edu.lm import (REDUCTIONS, check_vocabulary, mixed_precision, prompt_completion_batch, resolve_device,
+                        sequence_logprobs, set_seed)
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.evaluation import evaluator
@@ -167,6 +168,7 @@ def train_kto(
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
+    check_vocabulary(policy, tokenizer)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     prompts, completions, labels = binary_feedback_records(examples)
     if lambda_d is None:  # the paper's rule: lambda_D n_D = lambda_U n_U

@@ -60,7 +60,7 @@ import math
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import RewardModel, ValueModel, disable_dropout_in_model, token_logprobs
+from rlhf_edu.lm import RewardModel, ValueModel, check_vocabulary, disable_dropout_in_model, token_logprobs
 from rlhf_edu.lm.batching import prompt_completion_batch
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.data import check_fits_context, minibatches
@@ -323,6 +323,7 @@ def train_ppo(
     if minibatch_size > batch_size:
         raise ValueError(f"minibatch_size ({minibatch_size}) must be <= batch_size ({batch_size})")
     lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
+    check_vocabulary(policy, tokenizer)
     critic_lr = check_positive("critic_lr", critic_lr, finite=True)
     kl_coef = check_nonnegative("kl_coef", kl_coef)
     check_choice("kl_in", kl_in, KL_PLACEMENTS)

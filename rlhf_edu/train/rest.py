@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from rlhf_edu.lm import generate
+from rlhf_edu.lm import check_vocabulary, generate
 from rlhf_edu.train.data import prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
@@ -141,6 +141,7 @@ def train_rest(
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, _, _ = check_optimizer_settings(lr)
+    check_vocabulary(policy, tokenizer)
     temperature = check_positive("temperature", temperature)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     eval_samples = check_integer("eval_samples", eval_samples, minimum=1)

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import (RewardModel, disable_dropout_in_model, mixed_precision, prompt_completion_batch, resolve_device,
-                         set_seed)
+from rlhf_edu.lm import (RewardModel, check_vocabulary, disable_dropout_in_model, mixed_precision,
+                        prompt_completion_batch, resolve_device, set_seed)
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
@@ -209,6 +209,7 @@ def train_reward_model(
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
+    check_vocabulary(rm, tokenizer)
     l2_reward = check_nonnegative("l2_reward", l2_reward)
     eval_every = check_integer("eval_every", eval_every, minimum=1)
     if isinstance(pairs, (str, dict)):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from rlhf_edu import torch as rt
-from rlhf_edu.lm import token_logprobs
+from rlhf_edu.lm import check_vocabulary, token_logprobs
 from rlhf_edu.numpy.divergences import KL_ESTIMATORS
 from rlhf_edu.train.evaluation import evaluator
 from rlhf_edu.train.history import History
@@ -118,6 +118,7 @@ def train_rloo(
     prompts_per_step = check_integer("prompts_per_step", prompts_per_step, minimum=1)
     steps = check_integer("steps", steps, minimum=1)
     lr, max_grad_norm, _ = check_optimizer_settings(lr, max_grad_norm)
+    check_vocabulary(policy, tokenizer)
     beta = check_nonnegative("beta", beta)
     check_choice("estimator", estimator, KL_ESTIMATORS)
     check_choice("aggregation", aggregation, RLOO_AGGREGATIONS)

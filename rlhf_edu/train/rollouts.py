@@ -20,6 +20,7 @@ from rlhf_edu.lm import (
     MixedPrecision,
     RewardModel,
     Rollout,
+    check_vocabulary,
     disable_dropout_in_model,
     generate,
     mixed_precision,
@@ -97,6 +98,7 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     if isinstance(reward, RewardModel):
         if tokenizer is None:
             raise ValueError("a RewardModel needs the tokenizer to score text")
+        check_vocabulary(reward, tokenizer)  # a policy's tokenizer with another family's reward model
         rm = reward
 
         @torch.no_grad()

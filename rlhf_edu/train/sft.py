@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from rlhf_edu.lm import (disable_dropout_in_model, mixed_precision, prompt_completion_batch, resolve_device, set_seed,
-                         token_logprobs)
+from rlhf_edu.lm import (check_vocabulary, disable_dropout_in_model, mixed_precision, prompt_completion_batch,
+                        resolve_device, set_seed, token_logprobs)
 from rlhf_edu.train.data import check_fits_context, epoch_minibatches, prompt_completion_pairs, steps_per_run
 from rlhf_edu.train.distributed import data_parallel
 from rlhf_edu.train.history import History
@@ -101,6 +101,7 @@ def train_sft(
     check_integer("epochs", epochs, minimum=1)
     check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
+    check_vocabulary(model, tokenizer)
     check_choice("loss_on", loss_on, ("completion", "all"))
     check_choice("loss_reduction", loss_reduction, ("token_mean", "sequence_mean", "sum"))
     prompts, completions = prompt_completion_pairs(examples)
