@@ -192,9 +192,11 @@ def test_non_finite_loss_stops_with_step_and_history_and_keeps_the_weights():
         optimizer_step(opt, loss, model.parameters(), max_grad_norm=1.0)
         return {"loss": loss.detach()}
 
-    with pytest.raises(NonFiniteLossError, match="stopped at step 2") as info:
+    with pytest.raises(NonFiniteLossError, match=r"stopped at step 2: .*holds the weights after step 1;") as info:
         run_steps(range(5), step, history=History("toy"), total=5, description="toy", progress=False)
     assert info.value.step == 2 and len(info.value.history) == 2
+    with pytest.raises(NonFiniteLossError, match=r"stopped at step 0: .*holds its weights from before training"):
+        run_steps([2], step, history=History("toy"), total=1, description="toy", progress=False)
     assert info.value.history["step"].tolist() == [0.0, 1.0]
     for p, q in zip(model.parameters(), snapshots[-1]):  # the weights before the NaN step, not NaN
         assert torch.equal(p, q) and bool(torch.isfinite(p).all())

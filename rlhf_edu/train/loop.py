@@ -155,8 +155,9 @@ def run_steps(
             metrics = train_step(batch)
         except NonFiniteLossError as exc:
             bar.close()
-            raise NonFiniteLossError(f"{description}: stopped at step {step}: {exc} (the model holds the weights "
-                                     f"after step {step - 1}; error.history has the {len(history)} rows so far)",
+            held = f"the weights after step {step - 1}" if step > 0 else "its weights from before training"
+            raise NonFiniteLossError(f"{description}: stopped at step {step}: {exc} (the model holds {held}; "
+                                     f"error.history has the {len(history)} rows so far)",
                                      step=step, history=history) from exc
         if parallel is not None:
             metrics = parallel.reduce_metrics(metrics)

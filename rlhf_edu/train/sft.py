@@ -96,6 +96,32 @@ def train_sft(
     ``dtype``: ``"float32"`` (default) or ``"bfloat16"``, the precision of the forward pass, as in
     ``train_dpo`` (autocast: weights and optimiser state stay float32, the loss is float32).
 
+    Args:
+        model: any Hugging Face causal LM (trained in place and returned).
+        tokenizer: its tokenizer, with a pad token.
+        examples: the records (see above).
+        epochs: passes over the shuffled examples.
+        batch_size: examples per optimiser step (per process under ``torchrun``).
+        lr: AdamW learning rate (finite, > 0).
+        weight_decay: AdamW's decoupled weight decay (>= 0).
+        loss_on: ``"completion"`` (default: the prompt's tokens are context, not targets) or ``"all"``
+            (every token of prompt + completion is a target).
+        loss_reduction: how token losses become the batch loss: ``"token_mean"`` (default: the mean over
+            every target token of the batch), ``"sequence_mean"`` (each example's mean, then the mean over
+            examples) or ``"sum"``.
+        max_grad_norm: clip the global gradient norm to this value (> 0); None: no clipping.
+        disable_dropout: set every dropout rate to 0 first (see above).
+        seed: seed of the shuffling (and of torch's random stream).
+        device: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"``, ...
+        dtype: ``"float32"`` or ``"bfloat16"`` (see above).
+        progress: show a progress bar.
+        log_every: log every ``log_every``-th optimiser step.
+
+    Raises ``ValueError``/``TypeError`` naming the argument for a bad record or setting (a record that does
+    not fit the model's context, a tokenizer with more tokens than the model has embeddings, ``lr`` not
+    finite, ``max_grad_norm`` <= 0, ...); ``NonFiniteLossError`` if the loss or a gradient becomes NaN or
+    inf (no update is made with it).
+
     >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
     check_integer("epochs", epochs, minimum=1)
