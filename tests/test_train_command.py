@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -228,3 +229,45 @@ def test_every_method_trains_on_the_gpu_in_bfloat16(method, qwen2_dir, tmp_path)
     trained = load_model(tmp_path / method) if method == "reward" else AutoModelForCausalLM.from_pretrained(tmp_path / method)
     assert all(bool(torch.isfinite(p).all()) for p in trained.parameters())
     assert next(trained.parameters()).dtype == torch.float32  # bf16 compute, float32 weights saved
+
+
+@pytest.fixture(scope="module")
+def char_reward_dir(tmp_path_factory):
+    """A reward-model folder whose tokenizer (characters, 57 ids) is not the Qwen2 policy's (BPE, ~300 ids)."""
+    from rlhf_edu.lm import RewardModel, char_tokenizer, save_model, tiny_causal_lm
+
+    tok = char_tokenizer()
+    path = tmp_path_factory.mktemp("char_rm")
+    save_model(RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1), seed=0), path, tok)
+    return path
+
+
+def test_a_reward_folder_scores_with_its_own_tokenizer(qwen2_dir, char_reward_dir, tmp_path):
+    from rlhf_edu.train.launcher import load_reward
+    from rlhf_edu.train.rollouts import as_reward_fn
+
+    rm, own = load_model(char_reward_dir, return_tokenizer=True)
+    completions, prompts = [" great fun.", " dull."], ["review: the film was", "review: the cafe was"]
+    expected = as_reward_fn(rm, own)(completions, prompts)
+    score = load_reward(str(char_reward_dir), "cpu")
+    assert list(score(completions, prompts)) == pytest.approx(list(expected), abs=1e-6)
+    # an online run whose policy tokenizer has other (and more) ids than the reward model's
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
+    for method, options in (("rloo", {"group_size": 2, "prompts_per_step": 2}),
+                            ("ppo", {"batch_size": 2, "minibatch_size": 2})):
+        result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=1, reward=str(char_reward_dir),
+                                  options={**options, "max_new_tokens": 4, "device": "cpu"}, verbose=False)
+        assert result["steps"] == 1 and math.isfinite(result["after"]["reward"])
+
+
+def test_a_reward_folder_without_a_tokenizer_is_refused(char_reward_dir, tmp_path):
+    import shutil
+
+    from rlhf_edu.train.launcher import load_reward
+
+    bare = tmp_path / "bare_rm"
+    shutil.copytree(char_reward_dir, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        load_reward(str(bare), "cpu")

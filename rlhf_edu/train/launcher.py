@@ -211,19 +211,22 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None) 
     return records
 
 
-def load_reward(spec: str, device=None):
-    """A reward from ``--reward``: a saved ``RewardModel`` folder, or ``"module:function"``.
-
-    Raises ``ValueError`` when ``spec`` is neither a folder nor importable, or the folder holds no reward model.
-    """
+def _load_reward(spec: str, device=None):
+    """``(fn, reward_model, its_tokenizer)`` from ``--reward``; the last two ``None`` for ``module:function``."""
     from rlhf_edu.lm import RewardModel, load_model
+    from rlhf_edu.train.rollouts import as_reward_fn
 
     if Path(spec).is_dir():
-        model = load_model(spec, device=device)
+        model, tokenizer = load_model(spec, device=device, return_tokenizer=True)
         if not isinstance(model, RewardModel):
             raise ValueError(f"reward: {spec!r} holds a {type(model).__name__}, not a RewardModel "
                              f"(save one with rlhf_edu.lm.save_model or `rlhf-edu train reward`)")
-        return model
+        if tokenizer is None:  # the policy's tokenizer would feed it ids of another vocabulary
+            raise ValueError(f"reward: {spec!r} has no tokenizer files; the reward model reads text with its own "
+                             f"tokenizer: save it with the model (rlhf_edu.lm.save_model(rm, path, tokenizer))")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return as_reward_fn(model, tokenizer, name=f"reward {spec}"), model, tokenizer
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"reward must be a reward-model folder or 'module:function', got {spec!r}")
@@ -233,7 +236,17 @@ def load_reward(spec: str, device=None):
         raise ValueError(f"reward: cannot import {spec!r} ({e})") from None
     if not callable(fn):
         raise ValueError(f"reward: {spec!r} is not callable")
-    return fn
+    return fn, None, None
+
+
+def load_reward(spec: str, device=None):
+    """A reward ``fn(completions, prompts)`` from ``--reward``: a saved ``RewardModel`` folder, or ``"module:function"``.
+
+    A reward-model folder is scored with the tokenizer saved in it (its own vocabulary, whatever the
+    policy's), so the folder must hold one. Raises ``ValueError`` when ``spec`` is neither a folder nor
+    importable, or the folder holds no reward model or no tokenizer.
+    """
+    return _load_reward(spec, device)[0]
 
 
 def _cycled(records, n):
@@ -288,7 +301,8 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     needs_reward = kind in ONLINE_KINDS
     if needs_reward and reward is None:
         raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
-    reward_fn = None if reward is None else (load_reward(reward, device) if isinstance(reward, str) else reward)
+    reward_fn, reward_model, reward_tokenizer = (_load_reward(reward, device) if isinstance(reward, str)
+                                                 else (reward, None, None))
 
     held_out = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]
     start = frozen_copy(model)
@@ -314,6 +328,11 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         prompts = [r["prompt"] for r in records]
         if steps is not None:
             kwargs["steps"] = steps
+        if method == "ppo" and reward_model is not None and reward_tokenizer.get_vocab() == tokenizer.get_vocab():
+            # InstructGPT's critic: a copy of the reward model, which reads the policy's token ids (same vocabulary)
+            from rlhf_edu.lm import ValueModel
+
+            kwargs["value_model"] = ValueModel.from_reward_model(reward_model)
         args = (target, tokenizer, prompts, reward_fn)
     else:
         if steps is not None:
