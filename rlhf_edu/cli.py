@@ -14,17 +14,32 @@ import argparse
 import sys
 
 
+_TRAIN_USAGE = "rlhf-edu train METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options]"
+
+
 def train_command(argv) -> int:
-    """``rlhf-edu train METHOD ...``: the method's options parsed by ``transformers.HfArgumentParser``."""
+    """``rlhf-edu train METHOD ...``: the method's options parsed by ``transformers.HfArgumentParser``.
+
+    A user's error (a bad option value, a missing or bad data file, a model folder that does not load: the
+    ``ValueError``, ``TypeError`` and ``OSError`` the launcher and the trainers raise) ends as argparse's
+    usage errors do: ``rlhf-edu train METHOD: error: <message>`` on stderr and exit status 2. Any other
+    exception is a bug and keeps its traceback.
+    """
     from transformers import HfArgumentParser
 
     from rlhf_edu.train.launcher import METHODS, method_options, train_from_files
 
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in METHODS:
-        print(f"usage: rlhf-edu train METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options]\n"
-              f"METHOD: one of {', '.join(METHODS)}; `rlhf-edu train METHOD --help` lists its options")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    top = argparse.ArgumentParser(prog="rlhf-edu train", usage=_TRAIN_USAGE,
+                                  description=f"METHOD: one of {', '.join(METHODS)}; "
+                                              f"`rlhf-edu train METHOD --help` lists its options")
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv:
+            top.error(f"the following arguments are required: METHOD (one of {', '.join(METHODS)})")
+        top.print_help()
+        return 0
     method = argv[0]
+    if method not in METHODS:
+        top.error(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     parser = HfArgumentParser(method_options(method), prog=f"rlhf-edu train {method}")
     run = parser.add_argument_group("the run")
     run.add_argument("--model", required=True, help="folder of the model and tokenizer (from_pretrained)")
@@ -36,9 +51,16 @@ def train_command(argv) -> int:
     parsed = vars(parser.parse_args(argv[1:]))  # unknown options: argparse's usage error
     launch = {k: parsed.pop(k) for k in ("model", "data", "steps", "out", "reward", "quiet")}
     trainer_options = parsed  # exactly the fields of method_options(method)
-    train_from_files(method, launch["model"], launch["data"], out=launch["out"], steps=launch["steps"],
-                     reward=launch["reward"], options=trainer_options, progress=not launch["quiet"])
+    try:
+        train_from_files(method, launch["model"], launch["data"], out=launch["out"], steps=launch["steps"],
+                         reward=launch["reward"], options=trainer_options, progress=not launch["quiet"])
+    except (ValueError, TypeError, OSError) as e:  # the user's to fix: a message, not a traceback
+        parser.error(_one_line(e))
     return 0
+
+
+def _one_line(error) -> str:
+    return str(error).strip() or type(error).__name__
 
 
 def main(argv=None) -> int:

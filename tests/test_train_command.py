@@ -88,9 +88,10 @@ def test_dtype_bfloat16_is_an_option_of_every_method(qwen2_dir, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert history["rows"][0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # log 2 in bfloat16 too
     assert next(AutoModelForCausalLM.from_pretrained(out).parameters()).dtype == torch.float32  # mixed precision
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(SystemExit) as stop:  # the trainer's ValueError, as a usage error
         main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--steps", "1", "--device", "cpu",
               "--dtype", "float16", "--quiet"])
+    assert stop.value.code == 2
 
 
 def test_grpo_with_a_reward_function_by_name(qwen2_dir, tmp_path):
@@ -170,8 +171,42 @@ def test_help_lists_the_methods_options(capsys):
     assert stop.value.code == 0
     text = capsys.readouterr().out
     assert "--lambda_u" in text and "--beta" in text and "--data" in text
-    assert main(["train"]) == 2
-    assert main(["train", "nonsense"]) == 2
+    for argv, message in ((["train"], "the following arguments are required: METHOD"), (["train", "nonsense"], "unknown method 'nonsense'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "rlhf-edu train: error: " + message in err and "sft, reward, dpo" in err
+    assert main(["train", "--help"]) == 0 and "METHOD" in capsys.readouterr().out
+
+
+def test_a_users_error_is_a_usage_error_not_a_traceback(qwen2_dir, tmp_path, capsys, monkeypatch):
+    import rlhf_edu.train.launcher as launcher
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    bad_line = tmp_path / "bad.jsonl"
+    bad_line.write_text(json.dumps(PAIRS[0]) + "\nnot json\n")
+    cases = [
+        (["--data", str(tmp_path / "missing.jsonl")], "data: no file"),
+        (["--data", str(bad_line)], "line 2: not valid JSON"),
+        (["--data", str(data), "--model", str(tmp_path / "no_model")], "no_model"),
+        (["--data", str(data), "--beta", "-1"], "beta"),
+    ]
+    for extra, message in cases:
+        argv = ["train", "dpo", "--model", str(qwen2_dir), "--out", str(tmp_path / "out"), "--steps", "1",
+                "--device", "cpu", "--quiet", *extra]
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2, extra
+        err = capsys.readouterr().err
+        assert "rlhf-edu train dpo: error: " in err and message in err and "Traceback" not in err, (extra, err)
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug of the library")
+
+    monkeypatch.setattr(launcher, "train_from_files", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # not the user's: the traceback stays
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--quiet"])
 
 
 def records_of_kind(kind):
