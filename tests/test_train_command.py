@@ -306,3 +306,31 @@ def test_a_reward_folder_without_a_tokenizer_is_refused(char_reward_dir, tmp_pat
         (bare / name).unlink()
     with pytest.raises(ValueError, match="no tokenizer"):
         load_reward(str(bare), "cpu")
+
+
+def test_out_is_checked_and_created_before_the_model_loads(qwen2_dir, tmp_path, monkeypatch):
+    import rlhf_edu.lm
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    loads = []
+    real_load_model = rlhf_edu.lm.load_model
+    monkeypatch.setattr(rlhf_edu.lm, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, message in ((a_file, "exists and is not a folder"), (a_file / "out", "out: cannot create"),
+                         (qwen2_dir, "is the --model folder")):
+        with pytest.raises((ValueError, OSError), match=message):
+            train_from_files("dpo", qwen2_dir, data, out=out, steps=1, options={"device": "cpu"}, verbose=False)
+    assert loads == [], "the model was loaded before --out was checked"
+    before = sorted(p.name for p in qwen2_dir.iterdir())
+    with pytest.raises(SystemExit) as stop:  # --out equal to --model, written another way
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--out", str(qwen2_dir) + "/.",
+              "--device", "cpu", "--quiet"])
+    assert stop.value.code == 2 and sorted(p.name for p in qwen2_dir.iterdir()) == before
+    # a run that fails after --out was created leaves no empty folder behind
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1"):
+        train_from_files("dpo", qwen2_dir, bad, out=tmp_path / "new_out", steps=1, options={"device": "cpu"},
+                         verbose=False)
+    assert not (tmp_path / "new_out").exists()

@@ -270,11 +270,8 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     prints the before/after table, ``progress`` shows the trainer's progress bar. Returns a dict
     with the before/after evaluation (policy methods), the output paths and the seconds taken.
     """
-    from rlhf_edu.lm import RewardModel, context_length, load_model, resolve_device, save_model
-    from rlhf_edu.plotting import plot_history
+    from rlhf_edu.lm import resolve_device
     from rlhf_edu.train.distributed import data_parallel
-    from rlhf_edu.train.evaluation import evaluate_policy
-    from rlhf_edu.train.rollouts import frozen_copy
 
     fn, kind, fixed = _trainer(method)
     if options is None:
@@ -286,10 +283,46 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     # under torchrun / accelerate launch: this process's device; only the main process evaluates and writes
     parallel = data_parallel(resolve_device(options.get("device", "auto")))
-    device = parallel.device
-    options["device"] = device
+    options["device"] = parallel.device
     say = print if verbose and parallel.is_main else (lambda *a: None)
 
+    out, created = _prepare_out(out, model_dir, reward)  # before the model loads: a bad --out costs no run
+    try:
+        return _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress)
+    except BaseException:
+        if created and parallel.is_main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing written: leave no empty folder behind
+        raise
+
+
+def _prepare_out(out, model_dir, reward):
+    """``(out, created)``: ``--out`` checked and created: not the model's (or reward model's) folder, writable."""
+    import os
+
+    out = Path(out)
+    for what, folder in (("model", model_dir), ("reward", reward)):
+        if isinstance(folder, (str, os.PathLike)) and Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
+            raise ValueError(f"out: {str(out)!r} is the --{what} folder; writing there would overwrite the input "
+                             f"{what}: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"out: cannot create the folder {str(out)!r} ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"out: the folder {str(out)!r} is not writable")
+    return out, created
+
+
+def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress):
+    from rlhf_edu.lm import RewardModel, context_length, load_model, save_model
+    from rlhf_edu.plotting import plot_history
+    from rlhf_edu.train.evaluation import evaluate_policy
+    from rlhf_edu.train.rollouts import frozen_copy
+
+    device = parallel.device
     model, tokenizer = load_model(model_dir, device=device, return_tokenizer=True)
     if tokenizer is None:
         raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (save one with the model)")
@@ -345,11 +378,9 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     trained, history = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
 
-    out = Path(out)
     if not parallel.is_main:  # the other processes hold the same weights and history: nothing to write
         return {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
                 "out": str(out)}
-    out.mkdir(parents=True, exist_ok=True)
     save_model(trained, out, tokenizer)
     history.save_json(out / "history.json")
     keys = [k for k in ("loss", "reward", "kl", "accuracy") if k in history and not all(map(math.isnan, history[k]))]
