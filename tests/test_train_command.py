@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -334,3 +335,27 @@ def test_out_is_checked_and_created_before_the_model_loads(qwen2_dir, tmp_path, 
         train_from_files("dpo", qwen2_dir, bad, out=tmp_path / "new_out", steps=1, options={"device": "cpu"},
                          verbose=False)
     assert not (tmp_path / "new_out").exists()
+
+
+@pytest.mark.parametrize("method, record, message", [
+    ("sft", {"prompt": "review: the film was", "completion": " dull" * 70},
+     r"line 2: prompt \+ completion \(with <bos>/<eos>\) is \d+ tokens, the model's context is 64"),
+    ("kto", {"prompt": "review: the film was", "completion": " dull" * 70, "label": False},
+     r"line 2: prompt \+ completion .* is \d+ tokens"),
+    ("dpo", {"prompt": "review: the film was", "chosen": " fun.", "rejected": " dull" * 70},
+     r"line 2: prompt \+ rejected .* is \d+ tokens"),
+    ("grpo", {"prompt": "review: the film was " * 10}, r"line 2: the prompt is \d+ tokens and --max_new_tokens is 32"),
+])
+def test_a_record_that_does_not_fit_the_context_is_named_by_its_line(method, record, message, qwen2_dir, tmp_path):
+    kind = METHODS[method][1]
+    data = write_jsonl(tmp_path / "data.jsonl", [records_of_kind(kind)[0], record])
+    with pytest.raises(ValueError, match=message) as error:
+        train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False,
+                         reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
+                         options={"device": "cpu", "max_new_tokens": 32} if kind == "prompt" else {"device": "cpu"})
+    assert str(data) in str(error.value)
+    if kind == "prompt":  # room left for fewer sampled tokens: the message says how many
+        room = int(re.search(r"--max_new_tokens (\d+) or less", str(error.value)).group(1))
+        train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False,
+                         reward="rlhf_edu.tasks.sentiment:gold_reward",
+                         options={"device": "cpu", "max_new_tokens": room, "group_size": 2, "prompts_per_step": 2})

@@ -166,16 +166,40 @@ def method_options(method: str):
     return dataclasses.make_dataclass(f"{method.upper()}Options", fields)
 
 
-def read_records(path, method: str, tokenizer=None, context: int | None = None) -> list:
+def read_records(path, method: str, tokenizer=None, context: int | None = None,
+                 max_new_tokens: int | None = None) -> list:
     """Read ``method``'s records from a JSONL file, checking every line; returns a list of dicts.
 
-    With ``tokenizer`` and ``context`` (the model's context in tokens), a prompt that does not fit is an
-    error too. Raises ``ValueError`` naming ``path`` and the line number (from 1) of the first bad record.
+    With ``tokenizer`` and ``context`` (the model's context in tokens), a record that does not fit is an
+    error too: for the methods that train on given text, ``<bos>`` + prompt + completion (each of
+    ``chosen`` and ``rejected``) + ``<eos>`` as the trainers tokenize them; for the online methods, the
+    prompt plus ``max_new_tokens`` sampled tokens. Raises ``ValueError`` naming ``path`` and the line number
+    (from 1) of the first bad record.
     """
+    from rlhf_edu.lm.batching import encode_completion, encode_prompts
+
     _fn, kind, _fixed = _trainer(method)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data: no file {str(path)!r}")
+    completions = [f for f in RECORD_FIELDS[kind] if f in ("completion", "chosen", "rejected")]
+
+    def check_fits(record, where):
+        prompt_ids = encode_prompts(tokenizer, [record["prompt"]])[0]
+        n = len(prompt_ids)
+        if n >= context:
+            raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
+                             f"no room for a completion")
+        if kind in ONLINE_KINDS and max_new_tokens is not None and n + max_new_tokens > context:
+            raise ValueError(f"{where}: the prompt is {n} tokens and --max_new_tokens is {max_new_tokens}: "
+                             f"{n + max_new_tokens} positions, the model's context is {context}: shorten the "
+                             f"prompt or give --max_new_tokens {context - n} or less")
+        for field in completions:
+            total = n + len(encode_completion(tokenizer, record["prompt"], record[field])) + 1  # + <eos>
+            if total > context:
+                raise ValueError(f"{where}: prompt + {field} (with <bos>/<eos>) is {total} tokens, the model's "
+                                 f"context is {context}: shorten the record")
+
     records = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -201,10 +225,7 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None) 
                 elif not value.strip():
                     raise ValueError(f"{where}: {field!r} is empty")
             if tokenizer is not None and context is not None:
-                n = len(tokenizer(record["prompt"])["input_ids"])
-                if n >= context:
-                    raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
-                                     f"no room for a completion")
+                check_fits(record, where)
             records.append({k: record[k] for k in RECORD_FIELDS[kind]})
     if not records:
         raise ValueError(f"{path}: no records")
@@ -328,7 +349,12 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
         raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (save one with the model)")
     if tokenizer.pad_token is None:  # usual for base checkpoints: pad with EOS (padding is masked everywhere)
         tokenizer.pad_token = tokenizer.eos_token
-    records = read_records(data, method, tokenizer, context_length(model))
+    max_new_tokens = None
+    if kind in ONLINE_KINDS:
+        max_new_tokens = options.get("max_new_tokens", inspect.signature(fn).parameters["max_new_tokens"].default)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            max_new_tokens = None  # the trainer names a bad value
+    records = read_records(data, method, tokenizer, context_length(model), max_new_tokens=max_new_tokens)
     say(f"rlhf-edu train {method}: {len(records)} records from {data}, model {model_dir} on {device}")
 
     needs_reward = kind in ONLINE_KINDS
