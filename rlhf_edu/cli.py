@@ -40,7 +40,10 @@ def train_command(argv) -> int:
     method = argv[0]
     if method not in METHODS:
         top.error(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
-    parser = HfArgumentParser(method_options(method), prog=f"rlhf-edu train {method}")
+    options = method_options(method)
+    nullable = _nullable(options)  # before HfArgumentParser, which rewrites the fields' types in place
+    parser = HfArgumentParser(options, prog=f"rlhf-edu train {method}")
+    _accept_none(parser, nullable)
     run = parser.add_argument_group("the run")
     run.add_argument("--model", required=True, help="folder of the model and tokenizer (from_pretrained)")
     run.add_argument("--data", required=True, help="JSONL records (see rlhf_edu.train.launcher)")
@@ -57,6 +60,26 @@ def train_command(argv) -> int:
     except (ValueError, TypeError, OSError) as e:  # the user's to fix: a message, not a traceback
         parser.error(_one_line(e))
     return 0
+
+
+def _nullable(options) -> set:
+    """The options whose trainer argument may be ``None`` (``float | None``, ...)."""
+    import dataclasses
+    import typing
+
+    return {f.name for f in dataclasses.fields(options) if type(None) in typing.get_args(f.type)}
+
+
+def _accept_none(parser, nullable) -> None:
+    """Let the ``nullable`` options take the literal ``None`` on the command line."""
+    for action in parser._actions:
+        if action.dest in nullable and callable(action.type):
+            def convert(text, _type=action.type):
+                return None if text == "None" else _type(text)
+
+            convert.__name__ = getattr(action.type, "__name__", "value")  # argparse's "invalid float value"
+            action.type = convert
+            action.metavar = action.metavar or f"{action.dest.upper()}|None"
 
 
 def _one_line(error) -> str:

@@ -359,3 +359,23 @@ def test_a_record_that_does_not_fit_the_context_is_named_by_its_line(method, rec
         train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False,
                          reward="rlhf_edu.tasks.sentiment:gold_reward",
                          options={"device": "cpu", "max_new_tokens": room, "group_size": 2, "prompts_per_step": 2})
+
+
+def test_options_that_may_be_none_take_the_literal_none(qwen2_dir, tmp_path, monkeypatch, capsys):
+    import rlhf_edu.train.launcher as launcher
+
+    seen = {}
+    monkeypatch.setattr(launcher, "train_from_files", lambda method, *a, options, **k: seen.update({method: options}))
+    data = str(tmp_path / "data.jsonl")
+    run = ["--model", str(qwen2_dir), "--data", data, "--quiet"]
+    assert main(["train", "grpo", *run, "--std", "None", "--clip_eps_high", "None", "--max_grad_norm", "None"]) == 0
+    assert seen["grpo"]["std"] is None and seen["grpo"]["clip_eps_high"] is None
+    assert seen["grpo"]["max_grad_norm"] is None
+    assert main(["train", "grpo", *run, "--std", "batch", "--clip_eps_high", "0.28"]) == 0
+    assert seen["grpo"]["std"] == "batch" and seen["grpo"]["clip_eps_high"] == 0.28
+    assert main(["train", "ppo", *run, "--reward_normalization", "None", "--value_clip", "None"]) == 0
+    assert seen["ppo"]["reward_normalization"] is None and seen["ppo"]["value_clip"] is None
+    assert main(["train", "kto", *run, "--lambda_d", "None"]) == 0 and seen["kto"]["lambda_d"] is None
+    with pytest.raises(SystemExit) as stop:  # beta cannot be None
+        main(["train", "dpo", *run, "--beta", "None"])
+    assert stop.value.code == 2 and "invalid float value: 'None'" in capsys.readouterr().err
