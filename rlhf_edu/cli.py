@@ -45,9 +45,11 @@ def train_command(argv) -> int:
     parser = HfArgumentParser(options, prog=f"rlhf-edu train {method}")
     _accept_none(parser, nullable)
     run = parser.add_argument_group("the run")
-    run.add_argument("--model", required=True, help="folder of the model and tokenizer (from_pretrained)")
-    run.add_argument("--data", required=True, help="JSONL records (see rlhf_edu.train.launcher)")
-    run.add_argument("--steps", type=int, default=None, help="training steps (offline methods: minibatches)")
+    run.add_argument("--model", required=True, default=argparse.SUPPRESS,
+                     help="folder of the model and tokenizer (from_pretrained)")
+    run.add_argument("--data", required=True, default=argparse.SUPPRESS,
+                     help="JSONL records (see rlhf_edu.train.launcher)")
+    run.add_argument("--steps", type=int, default=_steps_default(method), help=_steps_help(method))
     run.add_argument("--out", default=f"runs/train_{method}", help="output folder")
     run.add_argument("--reward", default=None, help="reward-model folder or module:function (online methods)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,6 +62,24 @@ def train_command(argv) -> int:
     except (ValueError, TypeError, OSError) as e:  # the user's to fix: a message, not a traceback
         parser.error(_one_line(e))
     return 0
+
+
+def _steps_default(method):
+    import inspect
+
+    from rlhf_edu.train.launcher import ONLINE_KINDS, _trainer
+
+    fn, kind, _fixed = _trainer(method)
+    return inspect.signature(fn).parameters["steps"].default if kind in ONLINE_KINDS else None
+
+
+def _steps_help(method) -> str:
+    from rlhf_edu.train.launcher import ONLINE_KINDS, METHODS
+
+    if METHODS[method][1] in ONLINE_KINDS:
+        return "rollout-and-update steps"
+    return ("optimizer steps of --batch_size records each, the file's records cycled as needed; overrides "
+            "--epochs (None: --epochs passes over the records)")
 
 
 def _nullable(options) -> set:

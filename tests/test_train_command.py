@@ -379,3 +379,26 @@ def test_options_that_may_be_none_take_the_literal_none(qwen2_dir, tmp_path, mon
     with pytest.raises(SystemExit) as stop:  # beta cannot be None
         main(["train", "dpo", *run, "--beta", "None"])
     assert stop.value.code == 2 and "invalid float value: 'None'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_help_offers_only_usable_options_in_plain_text_with_defaults(method, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", method, "--help"])
+    text = capsys.readouterr().out
+    options = set(re.findall(r"^  (--\w+)", text, flags=re.M))
+    # options that act only with an object argument the command line cannot pass
+    assert options.isdisjoint({"--eval_every", "--eval_samples", "--eval_max_new_tokens", "--ptx_coef",
+                               "--critic_init", "--eval_prompts", "--ptx_examples"}), options
+    assert ":math:" not in text and "``" not in text and ":func:" not in text
+    # every option's entry ends with its default (ArgumentDefaultsHelpFormatter needs a help text to add it)
+    entries = re.split(r"\n  (?=--)", text.split("options:", 1)[1])[1:]
+    undocumented = [e.split()[0] for e in entries
+                    if "(default:" not in e and e.split()[0] not in ("--model", "--data")]
+    assert not undocumented, undocumented
+    steps = next(e for e in entries if e.startswith("--steps"))
+    if METHODS[method][1] != "prompt":
+        assert "overrides --epochs" in " ".join(steps.split())
+    if method == "ppo":
+        assert "epsilon" not in text or "\\epsilon" not in text
+        assert "beta, the KL coefficient" in " ".join(text.split())

@@ -84,6 +84,9 @@ ONLINE_KINDS = ("prompt",)
 # Keyword arguments that are never options: objects, the launcher's own (--steps), the progress bar.
 _NOT_OPTIONS = {"steps", "progress"}
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
+# Options that only act with an object argument the command line cannot pass: left out where it is one.
+_NEEDS_OBJECT = {"eval_every": ("eval_prompts", "eval_pairs"), "eval_samples": ("eval_prompts",),
+                 "eval_max_new_tokens": ("eval_prompts",), "ptx_coef": ("ptx_examples",)}
 _EVAL_PROMPTS = 16  # held-out prompts of the before/after table
 
 
@@ -132,12 +135,32 @@ def _docstring_args(fn) -> dict:
             indent = len(m.group(1))
             names = [n.strip() for n in m.group(2).split(",")]
             current = names
+            # an entry of several arguments keeps its names: "lr, critic_lr: learning rates of ..." reads in order
+            shared = f"{m.group(2).strip()}: " if len(names) > 1 else ""
             for n in names:
-                helps[n] = m.group(3).strip()
+                helps[n] = shared + m.group(3).strip()
         elif current and line.strip():
             for n in current:
                 helps[n] += " " + line.strip()
-    return helps
+    return {n: _plain(text) for n, text in helps.items()}
+
+
+def _math(m) -> str:
+    text = re.sub(r"\\(?:wide)?hat\{([^}]*)\}", r"\1^", m.group(1))
+    text = text.replace("\\,", " ").replace("\\;", " ")
+    text = re.sub(r"\\([A-Za-z]+)", r"\1", text)
+    return text.replace("{", "").replace("}", "")
+
+
+def _plain(text: str) -> str:
+    r"""A docstring entry as plain text for ``--help``: Sphinx roles and literals without their markup.
+
+    >>> _plain(r"the clip :math:`\epsilon_{high}` of ``clip_eps`` (:func:`rlhf_edu.lm.generate`)")
+    'the clip epsilon_high of clip_eps (rlhf_edu.lm.generate)'
+    """
+    text = re.sub(r":math:`([^`]*)`", _math, text)
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return re.sub(r"``([^`]*)``", r"\1", text)
 
 
 def method_options(method: str):
@@ -154,14 +177,17 @@ def method_options(method: str):
     """
     fn, _kind, fixed = _trainer(method)
     helps = _docstring_args(fn)
+    parameters = inspect.signature(fn).parameters
     fields = []
-    for name, p in inspect.signature(fn).parameters.items():
+    for name, p in parameters.items():
         if p.kind is not inspect.Parameter.KEYWORD_ONLY or name in _NOT_OPTIONS or name in fixed:
             continue
+        if any(needed in parameters for needed in _NEEDS_OBJECT.get(name, ())):
+            continue  # e.g. eval_every without eval_prompts, which are not an option
         typ = _option_type(p)
         if typ is None:
             continue
-        help_text = helps.get(name, "").replace("%", "%%")
+        help_text = (helps.get(name) or f"{fn.__name__}'s argument {name}").replace("%", "%%")
         fields.append((name, typ, dataclasses.field(default=p.default, metadata={"help": help_text})))
     return dataclasses.make_dataclass(f"{method.upper()}Options", fields)
 
