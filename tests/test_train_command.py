@@ -234,7 +234,7 @@ def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
     result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=1, options=options,
                               reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
                               verbose=False)
-    assert result["steps"] == 1 and result["records"] == (len(records) if kind == "prompt" else 2)
+    assert result["steps"] == 1 and result["records"] == len(records)  # the file's records
     AutoModelForCausalLM.from_pretrained(tmp_path / method)  # loads
 
 
@@ -402,3 +402,24 @@ def test_help_offers_only_usable_options_in_plain_text_with_defaults(method, cap
     if method == "ppo":
         assert "epsilon" not in text or "\\epsilon" not in text
         assert "beta, the KL coefficient" in " ".join(text.split())
+
+
+def test_steps_beyond_the_data_report_the_files_records_and_pass_each_record_once(qwen2_dir, tmp_path, monkeypatch):
+    import rlhf_edu.train as train
+
+    seen = []
+    real = train.train_dpo
+
+    def spy(policy, tokenizer, pairs, **kwargs):
+        seen.append((len(pairs), kwargs["epochs"]))
+        return real(policy, tokenizer, pairs, **kwargs)
+
+    monkeypatch.setattr(train, "train_dpo", spy)
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    options = {"batch_size": 1, "device": "cpu", "sft_weight": 0.0}
+    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "six", steps=6, options=options, verbose=False)
+    assert result["steps"] == 6 and result["records"] == 3
+    assert seen[-1] == (3, 2), "two whole passes: two epochs of the 3 records, no copies (reference log-probs once)"
+    assert json.loads((tmp_path / "six" / "metrics.json").read_text())["records"] == 3
+    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "four", steps=4, options=options, verbose=False)
+    assert result["steps"] == 4 and result["records"] == 3 and seen[-1] == (4, 1)  # cycled: 3 records + 1 copy

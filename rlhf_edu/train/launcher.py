@@ -31,8 +31,10 @@ The options of a method are its trainer's keyword arguments, read from the train
 Arguments that take Python objects (a reference model, evaluation prompts, callables) are not options.
 
 ``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer
-steps of ``--batch_size`` records each, the file's records read in order and cycled (one epoch over that
-list; ``--epochs`` is then ignored). ``--reward``: a reward-model folder (``rlhf_edu.lm.save_model`` of a
+steps of ``--batch_size`` records each (``--epochs`` is then ignored): when N steps are a whole number of
+passes over the file, that many epochs of its records; otherwise one epoch over the records cycled to
+``N * batch_size`` (DPO and KTO then compute the reference log-probs of each copy again).
+``metrics.json``'s ``records`` is the file's number of records either way. ``--reward``: a reward-model folder (``rlhf_edu.lm.save_model`` of a
 ``RewardModel``, e.g. the output of ``rlhf-edu train reward``) or ``module:function`` for a Python function
 ``fn(completions, prompts) -> rewards``.
 
@@ -296,8 +298,20 @@ def load_reward(spec: str, device=None):
     return _load_reward(spec, device)[0]
 
 
-def _cycled(records, n):
-    return [records[i % len(records)] for i in range(n)]
+def _steps_as_epochs(records, steps: int, global_batch: int):
+    """``(records, epochs)`` that make the trainer take exactly ``steps`` minibatches of ``global_batch``.
+
+    A whole number of passes over the file is that many epochs of its records (each record once in the
+    list: DPO's and KTO's reference log-probs computed once per record, reshuffled each pass); any other
+    number of steps, the records cycled to ``steps * global_batch`` and one epoch over that list.
+
+    >>> _steps_as_epochs([1, 2, 3], 6, 1), _steps_as_epochs([1, 2, 3], 2, 1), _steps_as_epochs([1, 2, 3], 2, 2)
+    (([1, 2, 3], 2), ([1, 2], 1), ([1, 2, 3], 1))
+    """
+    per_pass = -(-len(records) // global_batch)
+    if steps % per_pass == 0:
+        return records, steps // per_pass
+    return [records[i % len(records)] for i in range(steps * global_batch)], 1
 
 
 def _summary(before, after) -> str:
@@ -420,12 +434,13 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
             kwargs["value_model"] = ValueModel.from_reward_model(reward_model)
         args = (target, tokenizer, prompts, reward_fn)
     else:
-        if steps is not None:
-            records = _cycled(records, steps * parallel.global_batch_size(int(kwargs.get("batch_size", 32))))
-            kwargs["epochs"] = 1
+        trained_on = records
+        batch_size = kwargs["batch_size"] if "batch_size" in kwargs else inspect.signature(fn).parameters["batch_size"].default
+        if steps is not None and isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+            trained_on, kwargs["epochs"] = _steps_as_epochs(records, steps, parallel.global_batch_size(batch_size))
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
             kwargs["reward_fn"] = reward_fn
-        args = (target, tokenizer, records)
+        args = (target, tokenizer, trained_on)
     t0 = time.perf_counter()
     trained, history = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
