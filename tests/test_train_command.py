@@ -423,3 +423,26 @@ def test_steps_beyond_the_data_report_the_files_records_and_pass_each_record_onc
     assert json.loads((tmp_path / "six" / "metrics.json").read_text())["records"] == 3
     result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "four", steps=4, options=options, verbose=False)
     assert result["steps"] == 4 and result["records"] == 3 and seen[-1] == (4, 1)  # cycled: 3 records + 1 copy
+
+
+def test_a_byte_order_mark_before_line_1_is_read(tmp_path):
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + (json.dumps(PAIRS[0]) + "\n").encode())
+    assert read_records(data, "dpo") == [PAIRS[0]]
+
+
+def test_metrics_record_the_run_and_the_reward_models_accuracy(qwen2_dir, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    train_from_files("reward", qwen2_dir, pairs, out=tmp_path / "rm", steps=1,
+                     options={"batch_size": 3, "device": "cpu"}, verbose=False)
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert {"loss", "accuracy"} <= set(metrics["final"]) and 0 <= metrics["final"]["accuracy"] <= 1
+    assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["records"] == 3
+    train_from_files("dpo", qwen2_dir, pairs, out=tmp_path / "dpo", steps=1,
+                     options={"batch_size": 3, "device": "cpu"}, verbose=False)
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    assert "loss" in metrics["final"] and "not held out" in metrics["table_prompts"]
+    from rlhf_edu.train import launcher
+
+    assert "held-out" not in launcher.__doc__ and "AutoModelForCausalLM" in launcher.__doc__
+    assert "rlhf_edu.lm.load_model(DIR)" in launcher.__doc__

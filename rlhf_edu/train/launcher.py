@@ -3,11 +3,17 @@ r"""``rlhf-edu train``: any trainer of the book on a user's own model folder and
 The book trains tiny models built from configs; this is the hand-off to a real one. ``rlhf-edu train
 METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options of the method]`` loads the model and
 its tokenizer from ``DIR`` (anything ``from_pretrained`` loads: a checkpoint on disk, or a
-``rlhf_edu.lm.save_model`` folder), reads and checks the records, trains, and writes to ``--out`` the
-trained model (``save_pretrained``: it loads back with ``AutoModelForCausalLM.from_pretrained``, or
-``rlhf_edu.lm.load_model`` for a reward model), ``history.json``, ``history.png`` and ``metrics.json``, and
-prints before/after numbers of the policy on held-out prompts of the data (reward when there is one,
-exact KL to the starting model, entropy, completion length).
+``rlhf_edu.lm.save_model`` folder), reads and checks the records, trains, and writes to ``--out`` (checked
+and created before the model loads; never the ``--model`` folder) the trained model with its tokenizer,
+``history.json``, ``history.png`` and ``metrics.json`` (method, the file's number of records, steps,
+seconds, device, dtype, the last loss/accuracy/... of the history, and the before/after numbers), and
+prints before/after numbers of the policy on the last 16 prompts of the data (which it also trained on:
+they are not held out; reward when there is one, exact KL to the starting model, entropy, completion
+length). A policy is saved with ``save_pretrained`` and loads back with
+``AutoModelForCausalLM.from_pretrained``. ``train reward`` saves a ``RewardModel`` instead (the backbone in
+``backbone/``, the scalar head in ``head.safetensors``, ``rlhf_edu.json``, the tokenizer): it does not
+load with ``AutoModelForCausalLM``; load it with ``rlhf_edu.lm.load_model(DIR)`` (``return_tokenizer=True``
+for its tokenizer) or give the folder to ``--reward`` of an online method.
 
 Methods and their records (one JSON object per line):
 
@@ -45,7 +51,12 @@ counts global steps of ``N * batch_size`` records, and only the main process eva
 GPU, or the CPU); the weights stay float32 (``rlhf_edu.lm.mixed_precision``).
 
 Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
-empty field, a label that is not true/false, a prompt longer than the model's context.
+empty field, a label that is not true/false, a record longer than the model's context (prompt + completion,
+or prompt + ``--max_new_tokens`` for the online methods). On the command line a user's error (a bad
+record, a bad option value, a model folder that does not load) is printed as ``rlhf-edu train METHOD:
+error: ...`` with exit status 2; options whose trainer argument may be ``None`` take the literal ``None``
+(``--std None``: Dr. GRPO). A reward-model folder is scored with its own saved tokenizer (the policy's
+may have another vocabulary); PPO's critic starts from it only when the two vocabularies are the same.
 """
 
 from __future__ import annotations
@@ -89,7 +100,7 @@ _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
 # Options that only act with an object argument the command line cannot pass: left out where it is one.
 _NEEDS_OBJECT = {"eval_every": ("eval_prompts", "eval_pairs"), "eval_samples": ("eval_prompts",),
                  "eval_max_new_tokens": ("eval_prompts",), "ptx_coef": ("ptx_examples",)}
-_EVAL_PROMPTS = 16  # held-out prompts of the before/after table
+_EVAL_PROMPTS = 16  # the before/after table's prompts: the data's last 16 (trained on too, not held out)
 
 
 def _trainer(method):
@@ -229,7 +240,7 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None,
                                  f"context is {context}: shorten the record")
 
     records = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # -sig: a byte-order mark before line 1 is not an error
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -314,6 +325,18 @@ def _steps_as_epochs(records, steps: int, global_batch: int):
     return [records[i % len(records)] for i in range(steps * global_batch)], 1
 
 
+def _final(history) -> dict:
+    """The last logged value of the history's main columns (``train reward``: loss and accuracy)."""
+    final = {}
+    for key in ("loss", "accuracy", "margin", "reward", "kl"):
+        if key in history:
+            try:
+                final[key] = history.last(key)
+            except KeyError:  # never a number
+                pass
+    return final
+
+
 def _summary(before, after) -> str:
     lines = [f"{'':<7} {'reward':>8} {'KL to start':>11} {'entropy':>8} {'length':>7}"]
     for name, row in (("before", before), ("after", after)):
@@ -379,6 +402,7 @@ def _prepare_out(out, model_dir, reward):
 
 def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress):
     from rlhf_edu.lm import RewardModel, context_length, load_model, save_model
+    from rlhf_edu.lm.batching import encode_prompts
     from rlhf_edu.plotting import plot_history
     from rlhf_edu.train.evaluation import evaluate_policy
     from rlhf_edu.train.rollouts import frozen_copy
@@ -403,12 +427,12 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     reward_fn, reward_model, reward_tokenizer = (_load_reward(reward, device) if isinstance(reward, str)
                                                  else (reward, None, None))
 
-    held_out = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]
+    table_prompts = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]  # also trained on: not held out
     start = frozen_copy(model)
-    # the table's completions: up to 32 tokens, fewer when the longest held-out prompt leaves less room
+    # the table's completions: up to 32 tokens, fewer when the longest of its prompts leaves less room
     room = context_length(model) or 10**9
-    eval_tokens = min(32, room - 1 - max(len(tokenizer(p)["input_ids"]) for p in held_out))
-    evaluate = (lambda policy: evaluate_policy(policy, tokenizer, held_out, reward_fn, ref_model=start,
+    eval_tokens = min(32, room - max(len(ids) for ids in encode_prompts(tokenizer, table_prompts)))
+    evaluate = (lambda policy: evaluate_policy(policy, tokenizer, table_prompts, reward_fn, ref_model=start,
                                                max_new_tokens=eval_tokens, seed=2024))
     for p in model.parameters():
         p.requires_grad_(True)
@@ -454,12 +478,15 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     fig = plot_history(history, keys=keys or ("loss",))
     fig.savefig(out / "history.png", dpi=100)
     result = {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
-              "out": str(out)}
+              "out": str(out), "device": str(device), "dtype": str(options.get("dtype", "float32")),
+              "final": _final(history)}
     if before is not None:
+        result["table_prompts"] = (f"the last {len(table_prompts)} prompts of {data} "
+                                   f"(trained on too: not held out)")
         after = evaluate(trained)
         result.update(before={k: v for k, v in before.items() if k != "examples"},
                       after={k: v for k, v in after.items() if k != "examples"})
-        say("")
+        say(f"\non the last {len(table_prompts)} prompts of the data (trained on too):")
         say(_summary(before, after))
     (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
     say(f"\n{len(history)} steps in {seconds:.0f} s; wrote {out}/ (model, history.json, history.png, metrics.json)")
