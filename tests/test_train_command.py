@@ -332,9 +332,9 @@ def test_out_is_checked_and_created_before_the_model_loads(qwen2_dir, tmp_path, 
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     with pytest.raises(ValueError, match="line 1"):
-        train_from_files("dpo", qwen2_dir, bad, out=tmp_path / "new_out", steps=1, options={"device": "cpu"},
+        train_from_files("dpo", qwen2_dir, bad, out=tmp_path / "new" / "out", steps=1, options={"device": "cpu"},
                          verbose=False)
-    assert not (tmp_path / "new_out").exists()
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("method, record, message", [

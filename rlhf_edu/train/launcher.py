@@ -370,17 +370,24 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     options["device"] = parallel.device
     say = print if verbose and parallel.is_main else (lambda *a: None)
 
+    if kind in ONLINE_KINDS and reward is None:
+        raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
     out, created = _prepare_out(out, model_dir, reward)  # before the model loads: a bad --out costs no run
     try:
         return _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress)
     except BaseException:
-        if created and parallel.is_main and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing written: leave no empty folder behind
+        if parallel.is_main:  # nothing written: leave none of the empty folders it created behind
+            for folder in created:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         raise
 
 
 def _prepare_out(out, model_dir, reward):
-    """``(out, created)``: ``--out`` checked and created: not the model's (or reward model's) folder, writable."""
+    """``(out, created)``: ``--out`` checked and created (``created``: the folders made, innermost first).
+
+    ``--out`` must not be the model's (or reward model's) folder, nor a file, and must be writable.
+    """
     import os
 
     out = Path(out)
@@ -390,7 +397,7 @@ def _prepare_out(out, model_dir, reward):
                              f"{what}: choose another --out")
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} exists and is not a folder")
-    created = not out.exists()
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
