@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -22,8 +23,9 @@ def train_command(argv) -> int:
 
     A user's error (a bad option value, a missing or bad data file, a model folder that does not load: the
     ``ValueError``, ``TypeError`` and ``OSError`` the launcher and the trainers raise) ends as argparse's
-    usage errors do: ``rlhf-edu train METHOD: error: <message>`` on stderr and exit status 2. Any other
-    exception is a bug and keeps its traceback.
+    usage errors do: ``rlhf-edu train METHOD: error: <message>`` on stderr and exit status 2 (with the
+    environment variable ``RLHF_EDU_TRACEBACK=1``: the traceback instead). Any other exception is a bug and
+    keeps its traceback.
     """
     from transformers import HfArgumentParser
 
@@ -60,6 +62,8 @@ def train_command(argv) -> int:
         train_from_files(method, launch["model"], launch["data"], out=launch["out"], steps=launch["steps"],
                          reward=launch["reward"], options=trainer_options, progress=not launch["quiet"])
     except (ValueError, TypeError, OSError) as e:  # the user's to fix: a message, not a traceback
+        if os.environ.get("RLHF_EDU_TRACEBACK"):  # a library bug behind such an error: see where it came from
+            raise
         parser.error(_one_line(e))
     return 0
 

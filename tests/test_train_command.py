@@ -202,6 +202,12 @@ def test_a_users_error_is_a_usage_error_not_a_traceback(qwen2_dir, tmp_path, cap
         err = capsys.readouterr().err
         assert "rlhf-edu train dpo: error: " in err and message in err and "Traceback" not in err, (extra, err)
 
+    monkeypatch.setenv("RLHF_EDU_TRACEBACK", "1")  # the user's errors with their traceback, on demand
+    with pytest.raises(FileNotFoundError, match="data: no file"):
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(tmp_path / "missing.jsonl"), "--quiet",
+              "--out", str(tmp_path / "out")])
+    monkeypatch.delenv("RLHF_EDU_TRACEBACK")
+
     def bug(*args, **kwargs):
         raise RuntimeError("a bug of the library")
 
