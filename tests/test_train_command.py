@@ -172,7 +172,8 @@ def test_help_lists_the_methods_options(capsys):
     assert stop.value.code == 0
     text = capsys.readouterr().out
     assert "--lambda_u" in text and "--beta" in text and "--data" in text
-    for argv, message in ((["train"], "the following arguments are required: METHOD"), (["train", "nonsense"], "unknown method 'nonsense'")):
+    for argv, message in ((["train"], "the following arguments are required: METHOD"),
+                          (["train", "nonsense"], "unknown method 'nonsense'")):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2

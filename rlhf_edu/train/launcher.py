@@ -40,9 +40,12 @@ Arguments that take Python objects (a reference model, evaluation prompts, calla
 steps of ``--batch_size`` records each (``--epochs`` is then ignored): when N steps are a whole number of
 passes over the file, that many epochs of its records; otherwise one epoch over the records cycled to
 ``N * batch_size`` (DPO and KTO then compute the reference log-probs of each copy again).
-``metrics.json``'s ``records`` is the file's number of records either way. ``--reward``: a reward-model folder (``rlhf_edu.lm.save_model`` of a
-``RewardModel``, e.g. the output of ``rlhf-edu train reward``) or ``module:function`` for a Python function
-``fn(completions, prompts) -> rewards``.
+``metrics.json``'s ``records`` is the file's number of records either way. Arguments that act only with
+an object argument (``eval_every`` without ``eval_prompts``, PPO's ``ptx_coef`` without ``ptx_examples``)
+are not options either; PPO's critic starts from the reward model when ``--reward`` is a reward-model
+folder of the policy's vocabulary, else from the policy. ``--reward``: a reward-model folder
+(``rlhf_edu.lm.save_model`` of a ``RewardModel`` and its tokenizer, e.g. the output of ``rlhf-edu train
+reward``) or ``module:function`` for a Python function ``fn(completions, prompts) -> rewards``.
 
 Several GPUs: ``torchrun --nproc_per_node N -m rlhf_edu.cli train METHOD ...`` (or ``accelerate launch``)
 runs the trainer data-parallel (``rlhf_edu.train.distributed``): ``--batch_size`` is per process, ``--steps``
@@ -300,7 +303,7 @@ def _load_reward(spec: str, device=None):
 
 
 def load_reward(spec: str, device=None):
-    """A reward ``fn(completions, prompts)`` from ``--reward``: a saved ``RewardModel`` folder, or ``"module:function"``.
+    """A reward ``fn(completions, prompts)`` from ``--reward``: a ``RewardModel`` folder or ``"module:function"``.
 
     A reward-model folder is scored with the tokenizer saved in it (its own vocabulary, whatever the
     policy's), so the folder must hold one. Raises ``ValueError`` when ``spec`` is neither a folder nor
@@ -466,7 +469,9 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
         args = (target, tokenizer, prompts, reward_fn)
     else:
         trained_on = records
-        batch_size = kwargs["batch_size"] if "batch_size" in kwargs else inspect.signature(fn).parameters["batch_size"].default
+        batch_size = kwargs.get("batch_size")
+        if batch_size is None:
+            batch_size = inspect.signature(fn).parameters["batch_size"].default
         if steps is not None and isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
             trained_on, kwargs["epochs"] = _steps_as_epochs(records, steps, parallel.global_batch_size(batch_size))
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
