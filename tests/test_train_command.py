@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -87,9 +89,10 @@ def test_dtype_bfloat16_is_an_option_of_every_method(qwen2_dir, tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert history["rows"][0]["loss"] == pytest.approx(0.6931, abs=2e-3)  # log 2 in bfloat16 too
     assert next(AutoModelForCausalLM.from_pretrained(out).parameters()).dtype == torch.float32  # mixed precision
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(SystemExit) as stop:  # the trainer's ValueError, as a usage error
         main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--steps", "1", "--device", "cpu",
               "--dtype", "float16", "--quiet"])
+    assert stop.value.code == 2
 
 
 def test_grpo_with_a_reward_function_by_name(qwen2_dir, tmp_path):
@@ -169,8 +172,49 @@ def test_help_lists_the_methods_options(capsys):
     assert stop.value.code == 0
     text = capsys.readouterr().out
     assert "--lambda_u" in text and "--beta" in text and "--data" in text
-    assert main(["train"]) == 2
-    assert main(["train", "nonsense"]) == 2
+    for argv, message in ((["train"], "the following arguments are required: METHOD"),
+                          (["train", "nonsense"], "unknown method 'nonsense'")):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "rlhf-edu train: error: " + message in err and "sft, reward, dpo" in err
+    assert main(["train", "--help"]) == 0 and "METHOD" in capsys.readouterr().out
+
+
+def test_a_users_error_is_a_usage_error_not_a_traceback(qwen2_dir, tmp_path, capsys, monkeypatch):
+    import rlhf_edu.train.launcher as launcher
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    bad_line = tmp_path / "bad.jsonl"
+    bad_line.write_text(json.dumps(PAIRS[0]) + "\nnot json\n")
+    cases = [
+        (["--data", str(tmp_path / "missing.jsonl")], "data: no file"),
+        (["--data", str(bad_line)], "line 2: not valid JSON"),
+        (["--data", str(data), "--model", str(tmp_path / "no_model")], "no_model"),
+        (["--data", str(data), "--beta", "-1"], "beta"),
+    ]
+    for extra, message in cases:
+        argv = ["train", "dpo", "--model", str(qwen2_dir), "--out", str(tmp_path / "out"), "--steps", "1",
+                "--device", "cpu", "--quiet", *extra]
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2, extra
+        err = capsys.readouterr().err
+        assert "rlhf-edu train dpo: error: " in err and message in err and "Traceback" not in err, (extra, err)
+
+    monkeypatch.setenv("RLHF_EDU_TRACEBACK", "1")  # the user's errors with their traceback, on demand
+    with pytest.raises(FileNotFoundError, match="data: no file"):
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(tmp_path / "missing.jsonl"), "--quiet",
+              "--out", str(tmp_path / "out")])
+    monkeypatch.delenv("RLHF_EDU_TRACEBACK")
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug of the library")
+
+    monkeypatch.setattr(launcher, "train_from_files", bug)
+    with pytest.raises(RuntimeError, match="a bug"):  # not the user's: the traceback stays
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--quiet"])
 
 
 def records_of_kind(kind):
@@ -197,7 +241,7 @@ def test_every_other_method_takes_a_step(method, qwen2_dir, tmp_path):
     result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=1, options=options,
                               reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
                               verbose=False)
-    assert result["steps"] == 1 and result["records"] == (len(records) if kind == "prompt" else 2)
+    assert result["steps"] == 1 and result["records"] == len(records)  # the file's records
     AutoModelForCausalLM.from_pretrained(tmp_path / method)  # loads
 
 
@@ -228,3 +272,184 @@ def test_every_method_trains_on_the_gpu_in_bfloat16(method, qwen2_dir, tmp_path)
     trained = load_model(tmp_path / method) if method == "reward" else AutoModelForCausalLM.from_pretrained(tmp_path / method)
     assert all(bool(torch.isfinite(p).all()) for p in trained.parameters())
     assert next(trained.parameters()).dtype == torch.float32  # bf16 compute, float32 weights saved
+
+
+@pytest.fixture(scope="module")
+def char_reward_dir(tmp_path_factory):
+    """A reward-model folder whose tokenizer (characters, 57 ids) is not the Qwen2 policy's (BPE, ~300 ids)."""
+    from rlhf_edu.lm import RewardModel, char_tokenizer, save_model, tiny_causal_lm
+
+    tok = char_tokenizer()
+    path = tmp_path_factory.mktemp("char_rm")
+    save_model(RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1), seed=0), path, tok)
+    return path
+
+
+def test_a_reward_folder_scores_with_its_own_tokenizer(qwen2_dir, char_reward_dir, tmp_path):
+    from rlhf_edu.train.launcher import load_reward
+    from rlhf_edu.train.rollouts import as_reward_fn
+
+    rm, own = load_model(char_reward_dir, return_tokenizer=True)
+    completions, prompts = [" great fun.", " dull."], ["review: the film was", "review: the cafe was"]
+    expected = as_reward_fn(rm, own)(completions, prompts)
+    score = load_reward(str(char_reward_dir), "cpu")
+    assert list(score(completions, prompts)) == pytest.approx(list(expected), abs=1e-6)
+    # an online run whose policy tokenizer has other (and more) ids than the reward model's
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
+    for method, options in (("rloo", {"group_size": 2, "prompts_per_step": 2}),
+                            ("ppo", {"batch_size": 2, "minibatch_size": 2})):
+        result = train_from_files(method, qwen2_dir, data, out=tmp_path / method, steps=1, reward=str(char_reward_dir),
+                                  options={**options, "max_new_tokens": 4, "device": "cpu"}, verbose=False)
+        assert result["steps"] == 1 and math.isfinite(result["after"]["reward"])
+
+
+def test_a_reward_folder_without_a_tokenizer_is_refused(char_reward_dir, tmp_path):
+    import shutil
+
+    from rlhf_edu.train.launcher import load_reward
+
+    bare = tmp_path / "bare_rm"
+    shutil.copytree(char_reward_dir, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (bare / name).unlink()
+    with pytest.raises(ValueError, match="no tokenizer"):
+        load_reward(str(bare), "cpu")
+
+
+def test_out_is_checked_and_created_before_the_model_loads(qwen2_dir, tmp_path, monkeypatch):
+    import rlhf_edu.lm
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    loads = []
+    real_load_model = rlhf_edu.lm.load_model
+    monkeypatch.setattr(rlhf_edu.lm, "load_model", lambda *a, **k: loads.append(a) or real_load_model(*a, **k))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, message in ((a_file, "exists and is not a folder"), (a_file / "out", "out: cannot create"),
+                         (qwen2_dir, "is the --model folder")):
+        with pytest.raises((ValueError, OSError), match=message):
+            train_from_files("dpo", qwen2_dir, data, out=out, steps=1, options={"device": "cpu"}, verbose=False)
+    assert loads == [], "the model was loaded before --out was checked"
+    before = sorted(p.name for p in qwen2_dir.iterdir())
+    with pytest.raises(SystemExit) as stop:  # --out equal to --model, written another way
+        main(["train", "dpo", "--model", str(qwen2_dir), "--data", str(data), "--out", str(qwen2_dir) + "/.",
+              "--device", "cpu", "--quiet"])
+    assert stop.value.code == 2 and sorted(p.name for p in qwen2_dir.iterdir()) == before
+    # a run that fails after --out was created leaves no empty folder behind
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1"):
+        train_from_files("dpo", qwen2_dir, bad, out=tmp_path / "new" / "out", steps=1, options={"device": "cpu"},
+                         verbose=False)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("method, record, message", [
+    ("sft", {"prompt": "review: the film was", "completion": " dull" * 70},
+     r"line 2: prompt \+ completion \(with <bos>/<eos>\) is \d+ tokens, the model's context is 64"),
+    ("kto", {"prompt": "review: the film was", "completion": " dull" * 70, "label": False},
+     r"line 2: prompt \+ completion .* is \d+ tokens"),
+    ("dpo", {"prompt": "review: the film was", "chosen": " fun.", "rejected": " dull" * 70},
+     r"line 2: prompt \+ rejected .* is \d+ tokens"),
+    ("grpo", {"prompt": "review: the film was " * 10}, r"line 2: the prompt is \d+ tokens and --max_new_tokens is 32"),
+])
+def test_a_record_that_does_not_fit_the_context_is_named_by_its_line(method, record, message, qwen2_dir, tmp_path):
+    kind = METHODS[method][1]
+    data = write_jsonl(tmp_path / "data.jsonl", [records_of_kind(kind)[0], record])
+    with pytest.raises(ValueError, match=message) as error:
+        train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False,
+                         reward="rlhf_edu.tasks.sentiment:gold_reward" if kind == "prompt" else None,
+                         options={"device": "cpu", "max_new_tokens": 32} if kind == "prompt" else {"device": "cpu"})
+    assert str(data) in str(error.value)
+    if kind == "prompt":  # room left for fewer sampled tokens: the message says how many
+        room = int(re.search(r"--max_new_tokens (\d+) or less", str(error.value)).group(1))
+        train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False,
+                         reward="rlhf_edu.tasks.sentiment:gold_reward",
+                         options={"device": "cpu", "max_new_tokens": room, "group_size": 2, "prompts_per_step": 2})
+
+
+def test_options_that_may_be_none_take_the_literal_none(qwen2_dir, tmp_path, monkeypatch, capsys):
+    import rlhf_edu.train.launcher as launcher
+
+    seen = {}
+    monkeypatch.setattr(launcher, "train_from_files", lambda method, *a, options, **k: seen.update({method: options}))
+    data = str(tmp_path / "data.jsonl")
+    run = ["--model", str(qwen2_dir), "--data", data, "--quiet"]
+    assert main(["train", "grpo", *run, "--std", "None", "--clip_eps_high", "None", "--max_grad_norm", "None"]) == 0
+    assert seen["grpo"]["std"] is None and seen["grpo"]["clip_eps_high"] is None
+    assert seen["grpo"]["max_grad_norm"] is None
+    assert main(["train", "grpo", *run, "--std", "batch", "--clip_eps_high", "0.28"]) == 0
+    assert seen["grpo"]["std"] == "batch" and seen["grpo"]["clip_eps_high"] == 0.28
+    assert main(["train", "ppo", *run, "--reward_normalization", "None", "--value_clip", "None"]) == 0
+    assert seen["ppo"]["reward_normalization"] is None and seen["ppo"]["value_clip"] is None
+    assert main(["train", "kto", *run, "--lambda_d", "None"]) == 0 and seen["kto"]["lambda_d"] is None
+    with pytest.raises(SystemExit) as stop:  # beta cannot be None
+        main(["train", "dpo", *run, "--beta", "None"])
+    assert stop.value.code == 2 and "invalid float value: 'None'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_help_offers_only_usable_options_in_plain_text_with_defaults(method, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", method, "--help"])
+    text = capsys.readouterr().out
+    options = set(re.findall(r"^  (--\w+)", text, flags=re.M))
+    # options that act only with an object argument the command line cannot pass
+    assert options.isdisjoint({"--eval_every", "--eval_samples", "--eval_max_new_tokens", "--ptx_coef",
+                               "--critic_init", "--eval_prompts", "--ptx_examples"}), options
+    assert ":math:" not in text and "``" not in text and ":func:" not in text
+    # every option's entry ends with its default (ArgumentDefaultsHelpFormatter needs a help text to add it)
+    entries = re.split(r"\n  (?=--)", text.split("options:", 1)[1])[1:]
+    undocumented = [e.split()[0] for e in entries
+                    if "(default:" not in e and e.split()[0] not in ("--model", "--data")]
+    assert not undocumented, undocumented
+    steps = next(e for e in entries if e.startswith("--steps"))
+    if METHODS[method][1] != "prompt":
+        assert "overrides --epochs" in " ".join(steps.split())
+    if method == "ppo":
+        assert "epsilon" not in text or "\\epsilon" not in text
+        assert "beta, the KL coefficient" in " ".join(text.split())
+
+
+def test_steps_beyond_the_data_report_the_files_records_and_pass_each_record_once(qwen2_dir, tmp_path, monkeypatch):
+    import rlhf_edu.train as train
+
+    seen = []
+    real = train.train_dpo
+
+    def spy(policy, tokenizer, pairs, **kwargs):
+        seen.append((len(pairs), kwargs["epochs"]))
+        return real(policy, tokenizer, pairs, **kwargs)
+
+    monkeypatch.setattr(train, "train_dpo", spy)
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    options = {"batch_size": 1, "device": "cpu", "sft_weight": 0.0}
+    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "six", steps=6, options=options, verbose=False)
+    assert result["steps"] == 6 and result["records"] == 3
+    assert seen[-1] == (3, 2), "two whole passes: two epochs of the 3 records, no copies (reference log-probs once)"
+    assert json.loads((tmp_path / "six" / "metrics.json").read_text())["records"] == 3
+    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "four", steps=4, options=options, verbose=False)
+    assert result["steps"] == 4 and result["records"] == 3 and seen[-1] == (4, 1)  # cycled: 3 records + 1 copy
+
+
+def test_a_byte_order_mark_before_line_1_is_read(tmp_path):
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + (json.dumps(PAIRS[0]) + "\n").encode())
+    assert read_records(data, "dpo") == [PAIRS[0]]
+
+
+def test_metrics_record_the_run_and_the_reward_models_accuracy(qwen2_dir, tmp_path):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    train_from_files("reward", qwen2_dir, pairs, out=tmp_path / "rm", steps=1,
+                     options={"batch_size": 3, "device": "cpu"}, verbose=False)
+    metrics = json.loads((tmp_path / "rm" / "metrics.json").read_text())
+    assert {"loss", "accuracy"} <= set(metrics["final"]) and 0 <= metrics["final"]["accuracy"] <= 1
+    assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["records"] == 3
+    train_from_files("dpo", qwen2_dir, pairs, out=tmp_path / "dpo", steps=1,
+                     options={"batch_size": 3, "device": "cpu"}, verbose=False)
+    metrics = json.loads((tmp_path / "dpo" / "metrics.json").read_text())
+    assert "loss" in metrics["final"] and "not held out" in metrics["table_prompts"]
+    from rlhf_edu.train import launcher
+
+    assert "held-out" not in launcher.__doc__ and "AutoModelForCausalLM" in launcher.__doc__
+    assert "rlhf_edu.lm.load_model(DIR)" in launcher.__doc__

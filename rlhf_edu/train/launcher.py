@@ -3,11 +3,17 @@ r"""``rlhf-edu train``: any trainer of the book on a user's own model folder and
 The book trains tiny models built from configs; this is the hand-off to a real one. ``rlhf-edu train
 METHOD --model DIR --data FILE.jsonl [--steps N] [--out DIR] [options of the method]`` loads the model and
 its tokenizer from ``DIR`` (anything ``from_pretrained`` loads: a checkpoint on disk, or a
-``rlhf_edu.lm.save_model`` folder), reads and checks the records, trains, and writes to ``--out`` the
-trained model (``save_pretrained``: it loads back with ``AutoModelForCausalLM.from_pretrained``, or
-``rlhf_edu.lm.load_model`` for a reward model), ``history.json``, ``history.png`` and ``metrics.json``, and
-prints before/after numbers of the policy on held-out prompts of the data (reward when there is one,
-exact KL to the starting model, entropy, completion length).
+``rlhf_edu.lm.save_model`` folder), reads and checks the records, trains, and writes to ``--out`` (checked
+and created before the model loads; never the ``--model`` folder) the trained model with its tokenizer,
+``history.json``, ``history.png`` and ``metrics.json`` (method, the file's number of records, steps,
+seconds, device, dtype, the last loss/accuracy/... of the history, and the before/after numbers), and
+prints before/after numbers of the policy on the last 16 prompts of the data (which it also trained on:
+they are not held out; reward when there is one, exact KL to the starting model, entropy, completion
+length). A policy is saved with ``save_pretrained`` and loads back with
+``AutoModelForCausalLM.from_pretrained``. ``train reward`` saves a ``RewardModel`` instead (the backbone in
+``backbone/``, the scalar head in ``head.safetensors``, ``rlhf_edu.json``, the tokenizer): it does not
+load with ``AutoModelForCausalLM``; load it with ``rlhf_edu.lm.load_model(DIR)`` (``return_tokenizer=True``
+for its tokenizer) or give the folder to ``--reward`` of an online method.
 
 Methods and their records (one JSON object per line):
 
@@ -31,10 +37,15 @@ The options of a method are its trainer's keyword arguments, read from the train
 Arguments that take Python objects (a reference model, evaluation prompts, callables) are not options.
 
 ``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer
-steps of ``--batch_size`` records each, the file's records read in order and cycled (one epoch over that
-list; ``--epochs`` is then ignored). ``--reward``: a reward-model folder (``rlhf_edu.lm.save_model`` of a
-``RewardModel``, e.g. the output of ``rlhf-edu train reward``) or ``module:function`` for a Python function
-``fn(completions, prompts) -> rewards``.
+steps of ``--batch_size`` records each (``--epochs`` is then ignored): when N steps are a whole number of
+passes over the file, that many epochs of its records; otherwise one epoch over the records cycled to
+``N * batch_size`` (DPO and KTO then compute the reference log-probs of each copy again).
+``metrics.json``'s ``records`` is the file's number of records either way. Arguments that act only with
+an object argument (``eval_every`` without ``eval_prompts``, PPO's ``ptx_coef`` without ``ptx_examples``)
+are not options either; PPO's critic starts from the reward model when ``--reward`` is a reward-model
+folder of the policy's vocabulary, else from the policy. ``--reward``: a reward-model folder
+(``rlhf_edu.lm.save_model`` of a ``RewardModel`` and its tokenizer, e.g. the output of ``rlhf-edu train
+reward``) or ``module:function`` for a Python function ``fn(completions, prompts) -> rewards``.
 
 Several GPUs: ``torchrun --nproc_per_node N -m rlhf_edu.cli train METHOD ...`` (or ``accelerate launch``)
 runs the trainer data-parallel (``rlhf_edu.train.distributed``): ``--batch_size`` is per process, ``--steps``
@@ -43,7 +54,12 @@ counts global steps of ``N * batch_size`` records, and only the main process eva
 GPU, or the CPU); the weights stay float32 (``rlhf_edu.lm.mixed_precision``).
 
 Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
-empty field, a label that is not true/false, a prompt longer than the model's context.
+empty field, a label that is not true/false, a record longer than the model's context (prompt + completion,
+or prompt + ``--max_new_tokens`` for the online methods). On the command line a user's error (a bad
+record, a bad option value, a model folder that does not load) is printed as ``rlhf-edu train METHOD:
+error: ...`` with exit status 2; options whose trainer argument may be ``None`` take the literal ``None``
+(``--std None``: Dr. GRPO). A reward-model folder is scored with its own saved tokenizer (the policy's
+may have another vocabulary); PPO's critic starts from it only when the two vocabularies are the same.
 """
 
 from __future__ import annotations
@@ -84,7 +100,10 @@ ONLINE_KINDS = ("prompt",)
 # Keyword arguments that are never options: objects, the launcher's own (--steps), the progress bar.
 _NOT_OPTIONS = {"steps", "progress"}
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
-_EVAL_PROMPTS = 16  # held-out prompts of the before/after table
+# Options that only act with an object argument the command line cannot pass: left out where it is one.
+_NEEDS_OBJECT = {"eval_every": ("eval_prompts", "eval_pairs"), "eval_samples": ("eval_prompts",),
+                 "eval_max_new_tokens": ("eval_prompts",), "ptx_coef": ("ptx_examples",)}
+_EVAL_PROMPTS = 16  # the before/after table's prompts: the data's last 16 (trained on too, not held out)
 
 
 def _trainer(method):
@@ -132,12 +151,32 @@ def _docstring_args(fn) -> dict:
             indent = len(m.group(1))
             names = [n.strip() for n in m.group(2).split(",")]
             current = names
+            # an entry of several arguments keeps its names: "lr, critic_lr: learning rates of ..." reads in order
+            shared = f"{m.group(2).strip()}: " if len(names) > 1 else ""
             for n in names:
-                helps[n] = m.group(3).strip()
+                helps[n] = shared + m.group(3).strip()
         elif current and line.strip():
             for n in current:
                 helps[n] += " " + line.strip()
-    return helps
+    return {n: _plain(text) for n, text in helps.items()}
+
+
+def _math(m) -> str:
+    text = re.sub(r"\\(?:wide)?hat\{([^}]*)\}", r"\1^", m.group(1))
+    text = text.replace("\\,", " ").replace("\\;", " ")
+    text = re.sub(r"\\([A-Za-z]+)", r"\1", text)
+    return text.replace("{", "").replace("}", "")
+
+
+def _plain(text: str) -> str:
+    r"""A docstring entry as plain text for ``--help``: Sphinx roles and literals without their markup.
+
+    >>> _plain(r"the clip :math:`\epsilon_{high}` of ``clip_eps`` (:func:`rlhf_edu.lm.generate`)")
+    'the clip epsilon_high of clip_eps (rlhf_edu.lm.generate)'
+    """
+    text = re.sub(r":math:`([^`]*)`", _math, text)
+    text = re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text)
+    return re.sub(r"``([^`]*)``", r"\1", text)
 
 
 def method_options(method: str):
@@ -154,30 +193,57 @@ def method_options(method: str):
     """
     fn, _kind, fixed = _trainer(method)
     helps = _docstring_args(fn)
+    parameters = inspect.signature(fn).parameters
     fields = []
-    for name, p in inspect.signature(fn).parameters.items():
+    for name, p in parameters.items():
         if p.kind is not inspect.Parameter.KEYWORD_ONLY or name in _NOT_OPTIONS or name in fixed:
             continue
+        if any(needed in parameters for needed in _NEEDS_OBJECT.get(name, ())):
+            continue  # e.g. eval_every without eval_prompts, which are not an option
         typ = _option_type(p)
         if typ is None:
             continue
-        help_text = helps.get(name, "").replace("%", "%%")
+        help_text = (helps.get(name) or f"{fn.__name__}'s argument {name}").replace("%", "%%")
         fields.append((name, typ, dataclasses.field(default=p.default, metadata={"help": help_text})))
     return dataclasses.make_dataclass(f"{method.upper()}Options", fields)
 
 
-def read_records(path, method: str, tokenizer=None, context: int | None = None) -> list:
+def read_records(path, method: str, tokenizer=None, context: int | None = None,
+                 max_new_tokens: int | None = None) -> list:
     """Read ``method``'s records from a JSONL file, checking every line; returns a list of dicts.
 
-    With ``tokenizer`` and ``context`` (the model's context in tokens), a prompt that does not fit is an
-    error too. Raises ``ValueError`` naming ``path`` and the line number (from 1) of the first bad record.
+    With ``tokenizer`` and ``context`` (the model's context in tokens), a record that does not fit is an
+    error too: for the methods that train on given text, ``<bos>`` + prompt + completion (each of
+    ``chosen`` and ``rejected``) + ``<eos>`` as the trainers tokenize them; for the online methods, the
+    prompt plus ``max_new_tokens`` sampled tokens. Raises ``ValueError`` naming ``path`` and the line number
+    (from 1) of the first bad record.
     """
+    from rlhf_edu.lm.batching import encode_completion, encode_prompts
+
     _fn, kind, _fixed = _trainer(method)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data: no file {str(path)!r}")
+    completions = [f for f in RECORD_FIELDS[kind] if f in ("completion", "chosen", "rejected")]
+
+    def check_fits(record, where):
+        prompt_ids = encode_prompts(tokenizer, [record["prompt"]])[0]
+        n = len(prompt_ids)
+        if n >= context:
+            raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
+                             f"no room for a completion")
+        if kind in ONLINE_KINDS and max_new_tokens is not None and n + max_new_tokens > context:
+            raise ValueError(f"{where}: the prompt is {n} tokens and --max_new_tokens is {max_new_tokens}: "
+                             f"{n + max_new_tokens} positions, the model's context is {context}: shorten the "
+                             f"prompt or give --max_new_tokens {context - n} or less")
+        for field in completions:
+            total = n + len(encode_completion(tokenizer, record["prompt"], record[field])) + 1  # + <eos>
+            if total > context:
+                raise ValueError(f"{where}: prompt + {field} (with <bos>/<eos>) is {total} tokens, the model's "
+                                 f"context is {context}: shorten the record")
+
     records = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:  # -sig: a byte-order mark before line 1 is not an error
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -201,29 +267,29 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None) 
                 elif not value.strip():
                     raise ValueError(f"{where}: {field!r} is empty")
             if tokenizer is not None and context is not None:
-                n = len(tokenizer(record["prompt"])["input_ids"])
-                if n >= context:
-                    raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
-                                     f"no room for a completion")
+                check_fits(record, where)
             records.append({k: record[k] for k in RECORD_FIELDS[kind]})
     if not records:
         raise ValueError(f"{path}: no records")
     return records
 
 
-def load_reward(spec: str, device=None):
-    """A reward from ``--reward``: a saved ``RewardModel`` folder, or ``"module:function"``.
-
-    Raises ``ValueError`` when ``spec`` is neither a folder nor importable, or the folder holds no reward model.
-    """
+def _load_reward(spec: str, device=None):
+    """``(fn, reward_model, its_tokenizer)`` from ``--reward``; the last two ``None`` for ``module:function``."""
     from rlhf_edu.lm import RewardModel, load_model
+    from rlhf_edu.train.rollouts import as_reward_fn
 
     if Path(spec).is_dir():
-        model = load_model(spec, device=device)
+        model, tokenizer = load_model(spec, device=device, return_tokenizer=True)
         if not isinstance(model, RewardModel):
             raise ValueError(f"reward: {spec!r} holds a {type(model).__name__}, not a RewardModel "
                              f"(save one with rlhf_edu.lm.save_model or `rlhf-edu train reward`)")
-        return model
+        if tokenizer is None:  # the policy's tokenizer would feed it ids of another vocabulary
+            raise ValueError(f"reward: {spec!r} has no tokenizer files; the reward model reads text with its own "
+                             f"tokenizer: save it with the model (rlhf_edu.lm.save_model(rm, path, tokenizer))")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return as_reward_fn(model, tokenizer, name=f"reward {spec}"), model, tokenizer
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"reward must be a reward-model folder or 'module:function', got {spec!r}")
@@ -233,11 +299,45 @@ def load_reward(spec: str, device=None):
         raise ValueError(f"reward: cannot import {spec!r} ({e})") from None
     if not callable(fn):
         raise ValueError(f"reward: {spec!r} is not callable")
-    return fn
+    return fn, None, None
 
 
-def _cycled(records, n):
-    return [records[i % len(records)] for i in range(n)]
+def load_reward(spec: str, device=None):
+    """A reward ``fn(completions, prompts)`` from ``--reward``: a ``RewardModel`` folder or ``"module:function"``.
+
+    A reward-model folder is scored with the tokenizer saved in it (its own vocabulary, whatever the
+    policy's), so the folder must hold one. Raises ``ValueError`` when ``spec`` is neither a folder nor
+    importable, or the folder holds no reward model or no tokenizer.
+    """
+    return _load_reward(spec, device)[0]
+
+
+def _steps_as_epochs(records, steps: int, global_batch: int):
+    """``(records, epochs)`` that make the trainer take exactly ``steps`` minibatches of ``global_batch``.
+
+    A whole number of passes over the file is that many epochs of its records (each record once in the
+    list: DPO's and KTO's reference log-probs computed once per record, reshuffled each pass); any other
+    number of steps, the records cycled to ``steps * global_batch`` and one epoch over that list.
+
+    >>> _steps_as_epochs([1, 2, 3], 6, 1), _steps_as_epochs([1, 2, 3], 2, 1), _steps_as_epochs([1, 2, 3], 2, 2)
+    (([1, 2, 3], 2), ([1, 2], 1), ([1, 2, 3], 1))
+    """
+    per_pass = -(-len(records) // global_batch)
+    if steps % per_pass == 0:
+        return records, steps // per_pass
+    return [records[i % len(records)] for i in range(steps * global_batch)], 1
+
+
+def _final(history) -> dict:
+    """The last logged value of the history's main columns (``train reward``: loss and accuracy)."""
+    final = {}
+    for key in ("loss", "accuracy", "margin", "reward", "kl"):
+        if key in history:
+            try:
+                final[key] = history.last(key)
+            except KeyError:  # never a number
+                pass
+    return final
 
 
 def _summary(before, after) -> str:
@@ -257,11 +357,8 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
     prints the before/after table, ``progress`` shows the trainer's progress bar. Returns a dict
     with the before/after evaluation (policy methods), the output paths and the seconds taken.
     """
-    from rlhf_edu.lm import RewardModel, context_length, load_model, resolve_device, save_model
-    from rlhf_edu.plotting import plot_history
+    from rlhf_edu.lm import resolve_device
     from rlhf_edu.train.distributed import data_parallel
-    from rlhf_edu.train.evaluation import evaluate_policy
-    from rlhf_edu.train.rollouts import frozen_copy
 
     fn, kind, fixed = _trainer(method)
     if options is None:
@@ -273,29 +370,79 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     # under torchrun / accelerate launch: this process's device; only the main process evaluates and writes
     parallel = data_parallel(resolve_device(options.get("device", "auto")))
-    device = parallel.device
-    options["device"] = device
+    options["device"] = parallel.device
     say = print if verbose and parallel.is_main else (lambda *a: None)
 
+    if kind in ONLINE_KINDS and reward is None:
+        raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
+    out, created = _prepare_out(out, model_dir, reward)  # before the model loads: a bad --out costs no run
+    try:
+        return _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress)
+    except BaseException:
+        if parallel.is_main:  # nothing written: leave none of the empty folders it created behind
+            for folder in created:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+        raise
+
+
+def _prepare_out(out, model_dir, reward):
+    """``(out, created)``: ``--out`` checked and created (``created``: the folders made, innermost first).
+
+    ``--out`` must not be the model's (or reward model's) folder, nor a file, and must be writable.
+    """
+    import os
+
+    out = Path(out)
+    for what, folder in (("model", model_dir), ("reward", reward)):
+        if isinstance(folder, (str, os.PathLike)) and Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
+            raise ValueError(f"out: {str(out)!r} is the --{what} folder; writing there would overwrite the input "
+                             f"{what}: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} exists and is not a folder")
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"out: cannot create the folder {str(out)!r} ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"out: the folder {str(out)!r} is not writable")
+    return out, created
+
+
+def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress):
+    from rlhf_edu.lm import RewardModel, context_length, load_model, save_model
+    from rlhf_edu.lm.batching import encode_prompts
+    from rlhf_edu.plotting import plot_history
+    from rlhf_edu.train.evaluation import evaluate_policy
+    from rlhf_edu.train.rollouts import frozen_copy
+
+    device = parallel.device
     model, tokenizer = load_model(model_dir, device=device, return_tokenizer=True)
     if tokenizer is None:
         raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (save one with the model)")
     if tokenizer.pad_token is None:  # usual for base checkpoints: pad with EOS (padding is masked everywhere)
         tokenizer.pad_token = tokenizer.eos_token
-    records = read_records(data, method, tokenizer, context_length(model))
+    max_new_tokens = None
+    if kind in ONLINE_KINDS:
+        max_new_tokens = options.get("max_new_tokens", inspect.signature(fn).parameters["max_new_tokens"].default)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            max_new_tokens = None  # the trainer names a bad value
+    records = read_records(data, method, tokenizer, context_length(model), max_new_tokens=max_new_tokens)
     say(f"rlhf-edu train {method}: {len(records)} records from {data}, model {model_dir} on {device}")
 
     needs_reward = kind in ONLINE_KINDS
     if needs_reward and reward is None:
         raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
-    reward_fn = None if reward is None else (load_reward(reward, device) if isinstance(reward, str) else reward)
+    reward_fn, reward_model, reward_tokenizer = (_load_reward(reward, device) if isinstance(reward, str)
+                                                 else (reward, None, None))
 
-    held_out = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]
+    table_prompts = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]  # also trained on: not held out
     start = frozen_copy(model)
-    # the table's completions: up to 32 tokens, fewer when the longest held-out prompt leaves less room
+    # the table's completions: up to 32 tokens, fewer when the longest of its prompts leaves less room
     room = context_length(model) or 10**9
-    eval_tokens = min(32, room - 1 - max(len(tokenizer(p)["input_ids"]) for p in held_out))
-    evaluate = (lambda policy: evaluate_policy(policy, tokenizer, held_out, reward_fn, ref_model=start,
+    eval_tokens = min(32, room - max(len(ids) for ids in encode_prompts(tokenizer, table_prompts)))
+    evaluate = (lambda policy: evaluate_policy(policy, tokenizer, table_prompts, reward_fn, ref_model=start,
                                                max_new_tokens=eval_tokens, seed=2024))
     for p in model.parameters():
         p.requires_grad_(True)
@@ -314,35 +461,44 @@ def train_from_files(method: str, model_dir, data, *, out="runs/train", steps: i
         prompts = [r["prompt"] for r in records]
         if steps is not None:
             kwargs["steps"] = steps
+        if method == "ppo" and reward_model is not None and reward_tokenizer.get_vocab() == tokenizer.get_vocab():
+            # InstructGPT's critic: a copy of the reward model, which reads the policy's token ids (same vocabulary)
+            from rlhf_edu.lm import ValueModel
+
+            kwargs["value_model"] = ValueModel.from_reward_model(reward_model)
         args = (target, tokenizer, prompts, reward_fn)
     else:
-        if steps is not None:
-            records = _cycled(records, steps * parallel.global_batch_size(int(kwargs.get("batch_size", 32))))
-            kwargs["epochs"] = 1
+        trained_on = records
+        batch_size = kwargs.get("batch_size")
+        if batch_size is None:
+            batch_size = inspect.signature(fn).parameters["batch_size"].default
+        if steps is not None and isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+            trained_on, kwargs["epochs"] = _steps_as_epochs(records, steps, parallel.global_batch_size(batch_size))
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
             kwargs["reward_fn"] = reward_fn
-        args = (target, tokenizer, records)
+        args = (target, tokenizer, trained_on)
     t0 = time.perf_counter()
     trained, history = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0
 
-    out = Path(out)
     if not parallel.is_main:  # the other processes hold the same weights and history: nothing to write
         return {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
                 "out": str(out)}
-    out.mkdir(parents=True, exist_ok=True)
     save_model(trained, out, tokenizer)
     history.save_json(out / "history.json")
     keys = [k for k in ("loss", "reward", "kl", "accuracy") if k in history and not all(map(math.isnan, history[k]))]
     fig = plot_history(history, keys=keys or ("loss",))
     fig.savefig(out / "history.png", dpi=100)
     result = {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
-              "out": str(out)}
+              "out": str(out), "device": str(device), "dtype": str(options.get("dtype", "float32")),
+              "final": _final(history)}
     if before is not None:
+        result["table_prompts"] = (f"the last {len(table_prompts)} prompts of {data} "
+                                   f"(trained on too: not held out)")
         after = evaluate(trained)
         result.update(before={k: v for k, v in before.items() if k != "examples"},
                       after={k: v for k, v in after.items() if k != "examples"})
-        say("")
+        say(f"\non the last {len(table_prompts)} prompts of the data (trained on too):")
         say(_summary(before, after))
     (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
     say(f"\n{len(history)} steps in {seconds:.0f} s; wrote {out}/ (model, history.json, history.png, metrics.json)")
