@@ -411,6 +411,8 @@ def _prepare_out(out, model_dir, reward):
 
 
 def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress):
+    import matplotlib.pyplot as plt
+
     from rlhf_edu.lm import RewardModel, context_length, load_model, save_model
     from rlhf_edu.lm.batching import encode_prompts
     from rlhf_edu.plotting import plot_history
@@ -489,6 +491,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     keys = [k for k in ("loss", "reward", "kl", "accuracy") if k in history and not all(map(math.isnan, history[k]))]
     fig = plot_history(history, keys=keys or ("loss",))
     fig.savefig(out / "history.png", dpi=100)
+    plt.close(fig)  # a script that trains many times would keep every figure open
     result = {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
               "out": str(out), "device": str(device), "dtype": str(options.get("dtype", "float32")),
               "final": _final(history)}
