@@ -516,8 +516,8 @@ def test_every_trainer_refuses_a_tokenizer_with_more_tokens_than_the_model_has_e
     model = tiny_causal_lm(tok, d_model=32, n_layer=1)
     model.resize_token_embeddings(len(tok) - 5)
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ValueError, match=rf"tokenizer has {len(tok)} tokens but the model's input embedding has "
-                                         rf"{len(tok) - 5} rows"):
+    with pytest.raises(ValueError, match=rf"tokenizer.s vocabulary has {len(tok)} tokens but the model.s input "
+                                         rf"embedding has {len(tok) - 5} rows"):
         _trainer_calls()[trainer](model, tok)
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p, q)
@@ -532,3 +532,17 @@ def test_a_reward_model_scoring_with_a_tokenizer_it_cannot_read_is_refused():
     backbone.resize_token_embeddings(len(tok) - 1)
     with pytest.raises(ValueError, match="input embedding has"):
         as_reward_fn(RewardModel(backbone), tok)
+
+
+def test_added_special_tokens_beyond_the_embedding_are_allowed_but_not_as_pad():
+    # Gemma 3: 262,144 embedding rows, and an added <image_soft_token> at id 262,144 that text never produces
+    from rlhf_edu.lm import check_vocabulary
+
+    tok = char_tokenizer()
+    model = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert len(tok) == model.get_input_embeddings().num_embeddings + 1
+    check_vocabulary(model, tok)
+    tok.pad_token = "<image>"
+    with pytest.raises(ValueError, match="pad token has id"):
+        check_vocabulary(model, tok)

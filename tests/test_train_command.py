@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlhf_edu.cli import main
-from rlhf_edu.lm import load_model
+from rlhf_edu.lm import char_tokenizer, load_model, save_model, tiny_causal_lm
 from rlhf_edu.train.launcher import METHODS, method_options, read_records, train_from_files
 
 PAIRS = [
@@ -453,3 +453,24 @@ def test_metrics_record_the_run_and_the_reward_models_accuracy(qwen2_dir, tmp_pa
 
     assert "held-out" not in launcher.__doc__ and "AutoModelForCausalLM" in launcher.__doc__
     assert "rlhf_edu.lm.load_model(DIR)" in launcher.__doc__
+
+
+def test_reward_given_as_a_path_in_the_python_api_is_loaded_like_a_string(monkeypatch, tmp_path):
+    import rlhf_edu.train.launcher as launcher
+
+    seen = []
+
+    def fake_load(spec, device):
+        seen.append(spec)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(launcher, "_load_reward", fake_load)
+    model_dir = tmp_path / "model"
+    tok = char_tokenizer()
+    save_model(tiny_causal_lm(tok, d_model=32, n_layer=1), model_dir, tok)
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "1+1="}\n')
+    with pytest.raises(ValueError, match="stop here"):
+        launcher.train_from_files("grpo", model_dir, data, out=tmp_path / "out", steps=1,
+                                  reward=tmp_path / "reward_folder", progress=False)
+    assert seen == [str(tmp_path / "reward_folder")]

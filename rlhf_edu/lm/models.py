@@ -191,14 +191,18 @@ def context_length(model_or_config):
 
 
 def check_vocabulary(model, tokenizer) -> None:
-    """Raise ``ValueError`` when ``tokenizer`` can produce token ids that ``model`` has no embedding for.
+    """Raise ``ValueError`` when ``tokenizer`` produces token ids that ``model`` has no embedding for.
 
-    ``len(tokenizer)`` (its vocabulary plus added tokens) must not exceed the number of rows of the model's
-    input embedding; more rows than tokens is fine (Qwen2 pads its 151,665 tokens to 151,936 rows). Without
-    this check a tokenizer of another model fails deep inside the embedding with ``IndexError: index out of
-    range in self`` (on a GPU, a device-side assert), or, when its ids happen to fit, trains on the wrong
-    tokens without any error. A reward or value model (``rlhf_edu.lm.RewardModel``) is checked through its
-    backbone; a model that exposes no input embedding is not checked.
+    The ids text is encoded to (the base vocabulary, ``0 .. tokenizer.vocab_size - 1``) and the pad, BOS
+    and EOS ids the book's batches add must all be rows of the model's input embedding. More rows than
+    tokens is fine (Qwen2 pads its 151,665 tokens to 151,936 rows); added special tokens that text never
+    produces may lie beyond the rows (Gemma 3's image token sits at id 262,144 of a 262,144-row
+    embedding) and are not counted. Without this check a tokenizer with a larger vocabulary than the
+    model's (another family's, or one whose tokens were added without ``resize_token_embeddings``) fails
+    deep inside the embedding with ``IndexError: index out of range in self`` (on a GPU, a device-side
+    assert). A foreign tokenizer whose ids all fit is not detected. A reward or value model
+    (``rlhf_edu.lm.RewardModel``) is checked through its backbone; a model that exposes no input
+    embedding is not checked.
 
     >>> from rlhf_edu.lm import char_tokenizer, tiny_causal_lm
     >>> tok = char_tokenizer()
@@ -208,20 +212,28 @@ def check_vocabulary(model, tokenizer) -> None:
     >>> check_vocabulary(small, tok)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: the tokenizer has 57 tokens but the model's input embedding has 40 rows: ids 40..56 have no ...
+    ValueError: the tokenizer's vocabulary has 57 tokens but the model's input embedding has 40 rows: ids ...
     """
     module = model if hasattr(model, "get_input_embeddings") else getattr(model, "backbone", model)
     try:
         rows = module.get_input_embeddings().num_embeddings
     except (AttributeError, NotImplementedError, TypeError):
         return
-    n = len(tokenizer)
+    base = getattr(tokenizer, "vocab_size", None)
+    n = base if isinstance(base, int) else len(tokenizer)
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in ("pad", "bos", "eos")}
     if n > rows:
         raise ValueError(
-            f"the tokenizer has {n} tokens but the model's input embedding has {rows} rows: ids {rows}..{n - 1} "
-            "have no embedding (is the tokenizer another model's? after adding tokens, call "
+            f"the tokenizer's vocabulary has {n} tokens but the model's input embedding has {rows} rows: ids "
+            f"{rows}..{n - 1} have no embedding (is the tokenizer another model's? after adding tokens, call "
             "model.resize_token_embeddings(len(tokenizer)))"
         )
+    for name, i in special.items():
+        if isinstance(i, int) and i >= rows:
+            raise ValueError(
+                f"the tokenizer's {name} token has id {i} but the model's input embedding has {rows} rows (is the "
+                "tokenizer another model's? after adding tokens, call model.resize_token_embeddings(len(tokenizer)))"
+            )
 
 
 _LLAMA_FIELDS = (

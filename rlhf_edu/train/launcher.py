@@ -69,6 +69,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import re
 import time
 import typing
@@ -391,8 +392,6 @@ def _prepare_out(out, model_dir, reward):
 
     ``--out`` must not be the model's (or reward model's) folder, nor a file, and must be writable.
     """
-    import os
-
     out = Path(out)
     for what, folder in (("model", model_dir), ("reward", reward)):
         if isinstance(folder, (str, os.PathLike)) and Path(folder).is_dir() and out.resolve() == Path(folder).resolve():
@@ -436,7 +435,8 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     needs_reward = kind in ONLINE_KINDS
     if needs_reward and reward is None:
         raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
-    reward_fn, reward_model, reward_tokenizer = (_load_reward(reward, device) if isinstance(reward, str)
+    from_folder_or_function = isinstance(reward, (str, os.PathLike))  # a Path from the Python API too
+    reward_fn, reward_model, reward_tokenizer = (_load_reward(str(reward), device) if from_folder_or_function
                                                  else (reward, None, None))
 
     table_prompts = [r["prompt"] for r in records[-_EVAL_PROMPTS:]]  # also trained on: not held out
