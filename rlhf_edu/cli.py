@@ -22,10 +22,10 @@ def train_command(argv) -> int:
     """``rlhf-edu train METHOD ...``: the method's options parsed by ``transformers.HfArgumentParser``.
 
     A user's error (a bad option value, a missing or bad data file, a model folder that does not load: the
-    ``ValueError``, ``TypeError`` and ``OSError`` the launcher and the trainers raise) ends as argparse's
+    ``ValueError`` and ``OSError`` the launcher and the trainers raise) ends as argparse's
     usage errors do: ``rlhf-edu train METHOD: error: <message>`` on stderr and exit status 2 (with the
     environment variable ``RLHF_EDU_TRACEBACK=1``: the traceback instead). Any other exception is a bug and
-    keeps its traceback.
+    keeps its traceback (a ``TypeError`` too: argparse has checked every value's type by then).
     """
     from transformers import HfArgumentParser
 
@@ -61,7 +61,7 @@ def train_command(argv) -> int:
     try:
         train_from_files(method, launch["model"], launch["data"], out=launch["out"], steps=launch["steps"],
                          reward=launch["reward"], options=trainer_options, progress=not launch["quiet"])
-    except (ValueError, TypeError, OSError) as e:  # the user's to fix: a message, not a traceback
+    except (ValueError, OSError) as e:  # the user's to fix: a message, not a traceback (a TypeError is a bug)
         if os.environ.get("RLHF_EDU_TRACEBACK"):  # a library bug behind such an error: see where it came from
             raise
         parser.error(_one_line(e))

@@ -474,3 +474,14 @@ def test_reward_given_as_a_path_in_the_python_api_is_loaded_like_a_string(monkey
         launcher.train_from_files("grpo", model_dir, data, out=tmp_path / "out", steps=1,
                                   reward=tmp_path / "reward_folder", progress=False)
     assert seen == [str(tmp_path / "reward_folder")]
+
+
+def test_steps_reported_are_the_steps_taken_not_the_rows_logged():
+    from rlhf_edu.train.history import History
+    from rlhf_edu.train.launcher import _steps_run
+
+    history = History("sft")
+    for step in (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99):  # --steps 100 --log_every 10: train_sft logs the last
+        history.log(step=step, loss=1.0)
+    assert len(history) == 11 and _steps_run(history) == 100
+    assert _steps_run(History("empty")) == 0

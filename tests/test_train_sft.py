@@ -156,3 +156,12 @@ def test_sentiment_sft_recipe_reaches_the_middle_of_the_scale(sentiment_sft):
                          max_new_tokens=40)
     assert hist.last("loss") < 0.7
     assert 0.3 < ev["gold_reward"] < 0.6, ev
+
+
+def test_log_every_logs_every_kth_step_and_the_last(tokenizer):
+    from rlhf_edu.lm import tiny_causal_lm as build
+
+    model = build(tokenizer, d_model=32, n_layer=1)
+    _, history = train_sft(model, tokenizer, [("1+1=", "2.")] * 6, batch_size=1, log_every=2, device="cpu",
+                           progress=False)
+    assert history["step"].tolist() == [0, 2, 4, 5]

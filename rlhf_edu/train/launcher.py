@@ -409,6 +409,13 @@ def _prepare_out(out, model_dir, reward):
     return out, created
 
 
+def _steps_run(history) -> int:
+    """Optimiser steps taken: the last logged step + 1 (a trainer may log only every ``log_every``-th step)."""
+    if len(history) and "step" in history:
+        return int(history["step"][-1]) + 1
+    return len(history)
+
+
 def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options, parallel, say, progress):
     import matplotlib.pyplot as plt
 
@@ -484,7 +491,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     seconds = time.perf_counter() - t0
 
     if not parallel.is_main:  # the other processes hold the same weights and history: nothing to write
-        return {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
+        return {"method": method, "records": len(records), "steps": _steps_run(history), "seconds": seconds,
                 "out": str(out)}
     save_model(trained, out, tokenizer)
     history.save_json(out / "history.json")
@@ -492,7 +499,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     fig = plot_history(history, keys=keys or ("loss",))
     fig.savefig(out / "history.png", dpi=100)
     plt.close(fig)  # a script that trains many times would keep every figure open
-    result = {"method": method, "records": len(records), "steps": len(history), "seconds": seconds,
+    result = {"method": method, "records": len(records), "steps": _steps_run(history), "seconds": seconds,
               "out": str(out), "device": str(device), "dtype": str(options.get("dtype", "float32")),
               "final": _final(history)}
     if before is not None:
@@ -504,5 +511,5 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
         say(f"\non the last {len(table_prompts)} prompts of the data (trained on too):")
         say(_summary(before, after))
     (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
-    say(f"\n{len(history)} steps in {seconds:.0f} s; wrote {out}/ (model, history.json, history.png, metrics.json)")
+    say(f"\n{_steps_run(history)} steps in {seconds:.0f} s; wrote {out}/ (model, history.json, history.png, metrics.json)")
     return result

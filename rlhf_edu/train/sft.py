@@ -115,7 +115,7 @@ def train_sft(
         device: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"``, ...
         dtype: ``"float32"`` or ``"bfloat16"`` (see above).
         progress: show a progress bar.
-        log_every: log every ``log_every``-th optimiser step.
+        log_every: log every ``log_every``-th optimiser step (from step 0) and the last one.
 
     Raises ``ValueError``/``TypeError`` naming the argument for a bad record or setting (a record that does
     not fit the model's context, a tokenizer with more tokens than the model has embeddings, ``lr`` not
@@ -147,7 +147,8 @@ def train_sft(
                                   disable_dropout=disable_dropout, seed=seed))
     n = len(prompts)
     global_batch = parallel.global_batch_size(batch_size)
-    bar = progress_bar(steps_per_run(n, global_batch, epochs), "sft", progress and parallel.is_main)
+    total = steps_per_run(n, global_batch, epochs)
+    bar = progress_bar(total, "sft", progress and parallel.is_main)
     start = time.perf_counter()
     for step, (epoch, idx) in enumerate(epoch_minibatches(n, global_batch, epochs, seed)):
         idx, weight = parallel.share(idx)  # this process's slice of the global minibatch
@@ -170,7 +171,7 @@ def train_sft(
         except NonFiniteLossError as exc:
             bar.close()
             raise NonFiniteLossError(f"sft: stopped at step {step}: {exc}", step=step, history=history) from exc
-        if step % log_every == 0:  # logging every step would cost more than a tiny model's step
+        if step % log_every == 0 or step == total - 1:  # every step would cost more than a tiny model's step
             row = parallel.reduce_metrics(dict(loss=loss.detach(), tokens=target.sum() if weight > 0 else 0.0),
                                           weight=weight, sums=("tokens",))
             history.log(step=step, epoch=epoch, **row, seconds=time.perf_counter() - start)
