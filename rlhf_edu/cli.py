@@ -69,12 +69,10 @@ def train_command(argv) -> int:
 
 
 def _steps_default(method):
-    import inspect
-
-    from rlhf_edu.train.launcher import ONLINE_KINDS, _trainer
+    from rlhf_edu.train.launcher import ONLINE_KINDS, _trainer, _trainer_int
 
     fn, kind, _fixed = _trainer(method)
-    return inspect.signature(fn).parameters["steps"].default if kind in ONLINE_KINDS else None
+    return _trainer_int(fn, "steps", {}) if kind in ONLINE_KINDS else None
 
 
 def _steps_help(method) -> str:

@@ -217,7 +217,7 @@ def check_vocabulary(model, tokenizer) -> None:
     module = model if hasattr(model, "get_input_embeddings") else getattr(model, "backbone", model)
     try:
         rows = module.get_input_embeddings().num_embeddings
-    except (AttributeError, NotImplementedError, TypeError):
+    except (AttributeError, NotImplementedError):  # no input embedding to compare with
         return
     base = getattr(tokenizer, "vocab_size", None)
     n = base if isinstance(base, int) else len(tokenizer)

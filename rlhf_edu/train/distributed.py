@@ -58,8 +58,8 @@ import os
 
 import torch
 
-from rlhf_edu.train.loop import NonFiniteLossError, check_finite_grads, check_finite_loss, optimizer_step
-from rlhf_edu.validation import check_positive
+from rlhf_edu.train.loop import (NonFiniteLossError, check_finite_grads, check_finite_loss, check_max_grad_norm,
+                                 optimizer_step)
 
 __all__ = ["DataParallel", "data_parallel", "launched_world_size"]
 
@@ -250,8 +250,7 @@ class DataParallel:
         """
         if not self.distributed:
             return optimizer_step(optimizer, loss, parameters, max_grad_norm)
-        if max_grad_norm is not None:
-            check_positive("max_grad_norm", max_grad_norm, finite=True)
+        check_max_grad_norm(max_grad_norm)
         weight = self.weight if weight is None else weight
         parameters = list(parameters)
         self.check_finite_loss(loss)

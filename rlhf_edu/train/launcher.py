@@ -409,6 +409,13 @@ def _prepare_out(out, model_dir, reward):
     return out, created
 
 
+def _trainer_int(fn, name: str, options: dict):
+    """The trainer argument ``name`` as given in ``options`` (else ``fn``'s default) when it is a positive
+    int, else ``None`` (a bad value is left for the trainer to name)."""
+    value = options[name] if name in options else inspect.signature(fn).parameters[name].default
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def _steps_run(history) -> int:
     """Optimiser steps taken: the last logged step + 1 (a trainer may log only every ``log_every``-th step)."""
     if len(history) and "step" in history:
@@ -431,17 +438,10 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
         raise ValueError(f"model: {str(model_dir)!r} has no tokenizer files (save one with the model)")
     if tokenizer.pad_token is None:  # usual for base checkpoints: pad with EOS (padding is masked everywhere)
         tokenizer.pad_token = tokenizer.eos_token
-    max_new_tokens = None
-    if kind in ONLINE_KINDS:
-        max_new_tokens = options.get("max_new_tokens", inspect.signature(fn).parameters["max_new_tokens"].default)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            max_new_tokens = None  # the trainer names a bad value
+    max_new_tokens = _trainer_int(fn, "max_new_tokens", options) if kind in ONLINE_KINDS else None
     records = read_records(data, method, tokenizer, context_length(model), max_new_tokens=max_new_tokens)
     say(f"rlhf-edu train {method}: {len(records)} records from {data}, model {model_dir} on {device}")
 
-    needs_reward = kind in ONLINE_KINDS
-    if needs_reward and reward is None:
-        raise ValueError(f"{method} samples completions and needs a reward: give --reward DIR or module:function")
     from_folder_or_function = isinstance(reward, (str, os.PathLike))  # a Path from the Python API too
     reward_fn, reward_model, reward_tokenizer = (_load_reward(str(reward), device) if from_folder_or_function
                                                  else (reward, None, None))
@@ -466,7 +466,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     else:
         target = model
         before = evaluate(start) if parallel.is_main else None
-    if needs_reward:
+    if kind in ONLINE_KINDS:  # train_from_files has checked that a reward was given
         prompts = [r["prompt"] for r in records]
         if steps is not None:
             kwargs["steps"] = steps
@@ -478,10 +478,8 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
         args = (target, tokenizer, prompts, reward_fn)
     else:
         trained_on = records
-        batch_size = kwargs.get("batch_size")
-        if batch_size is None:
-            batch_size = inspect.signature(fn).parameters["batch_size"].default
-        if steps is not None and isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+        batch_size = _trainer_int(fn, "batch_size", kwargs)
+        if steps is not None and batch_size is not None:
             trained_on, kwargs["epochs"] = _steps_as_epochs(records, steps, parallel.global_batch_size(batch_size))
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
             kwargs["reward_fn"] = reward_fn

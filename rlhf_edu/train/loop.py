@@ -27,7 +27,7 @@ from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.validation import check_nonnegative, check_positive
 
 __all__ = ["run_steps", "optimizer_step", "NonFiniteLossError", "check_finite_loss", "check_finite_grads",
-           "check_optimizer_settings"]
+           "check_optimizer_settings", "check_max_grad_norm"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -65,14 +65,19 @@ def check_finite_grads(parameters) -> None:
         raise NonFiniteLossError("a gradient is NaN or inf: not updating the model")
 
 
+def check_max_grad_norm(max_grad_norm):
+    """``None`` (no clipping) or ``max_grad_norm`` as a float; ``ValueError`` unless it is finite and > 0
+    (``clip_grad_norm_`` scales the gradient by ``max_grad_norm / norm``: a negative value turns every step
+    into gradient ASCENT, 0 stops learning). The one rule, for the trainers and both ``optimizer_step`` functions."""
+    return None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm, finite=True)
+
+
 def check_optimizer_settings(lr, max_grad_norm=None, weight_decay=0.0) -> tuple:
     """Check a trainer's optimiser arguments before any work; return ``(lr, max_grad_norm, weight_decay)``
     as floats (``max_grad_norm`` may stay ``None``: no clipping).
 
     Raises ``ValueError`` naming the argument unless ``lr`` is finite and > 0 (``inf`` writes NaN into the
-    weights at the first update), ``max_grad_norm`` is ``None`` or finite and > 0 (``clip_grad_norm_``
-    scales the gradient by ``max_grad_norm / norm``: a negative value turns every step into gradient
-    ASCENT, 0 stops learning), and ``weight_decay`` is finite and >= 0 (a negative one grows the weights);
+    weights at the first update), ``max_grad_norm`` passes ``check_max_grad_norm``, and ``weight_decay`` is finite and >= 0 (a negative one grows the weights);
     ``TypeError`` for a non-number.
 
     >>> check_optimizer_settings(1e-3, 1, 0)
@@ -83,8 +88,7 @@ def check_optimizer_settings(lr, max_grad_norm=None, weight_decay=0.0) -> tuple:
     ValueError: max_grad_norm must be finite and > 0, got -1.0
     """
     lr = check_positive("lr", lr, finite=True)
-    if max_grad_norm is not None:
-        max_grad_norm = check_positive("max_grad_norm", max_grad_norm, finite=True)
+    max_grad_norm = check_max_grad_norm(max_grad_norm)
     weight_decay = check_nonnegative("weight_decay", weight_decay, finite=True)
     return lr, max_grad_norm, weight_decay
 
@@ -96,8 +100,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, paramet
     Raises ``NonFiniteLossError`` before any parameter changes if the loss (checked before ``backward``)
     or a gradient (checked before ``step``) is NaN or inf.
     """
-    if max_grad_norm is not None:
-        check_positive("max_grad_norm", max_grad_norm, finite=True)
+    check_max_grad_norm(max_grad_norm)  # a hand-written loop gets the trainers' rule too
     parameters = list(parameters)
     check_finite_loss(loss)
     optimizer.zero_grad(set_to_none=True)
