@@ -208,7 +208,7 @@ def best_of_n_gold_curve(proxy_scores, gold, ns):
             "gold": est["gold_reward"], "proxy": est["reward"]}
 
 
-def rl_gold_curve(sft_model, tokenizer, prompts, reward, eval_prompts, *, beta=0.01, lr=2e-3, steps=15,
+def rl_gold_curve(sft_model, tokenizer, prompts, reward, eval_prompts, *, beta=0.01, lr=4e-3, steps=15,
                   eval_every=3, prompts_per_step=8, group_size=8, max_new_tokens=40, seed=0):
     r"""GRPO from ``sft_model`` against ``reward``; gold, proxy and exact KL measured along the run.
 
@@ -280,7 +280,7 @@ def gold_proxy_figure(bon_curves=None, rl_curves=None):
 #: minutes on two CPU cores.
 SFT_SETTINGS = dict(arch="llama", steps=250, batch_size=32, lr=1e-2, d_model=32, n_layer=2, seed=0)
 SWEEP = dict(pool_per_prompt=80, bon_per_prompt=128, sizes=(75, 225, 675), ns=(1, 2, 4, 8, 16, 32),
-             rl=dict(lr=2e-3, steps=15, eval_every=3, prompts_per_step=8, group_size=8), beta_small=0.01,
+             rl=dict(lr=4e-3, steps=15, eval_every=3, prompts_per_step=8, group_size=8), beta_small=0.01,
              beta_large=2.0, eval_copies=8)
 
 
