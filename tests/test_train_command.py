@@ -485,3 +485,33 @@ def test_steps_reported_are_the_steps_taken_not_the_rows_logged():
         history.log(step=step, loss=1.0)
     assert len(history) == 11 and _steps_run(history) == 100
     assert _steps_run(History("empty")) == 0
+
+
+@pytest.mark.parametrize("method, fields", [("sft", ("completion",)), ("kto", ("completion",)),
+                                            ("dpo", ("chosen", "rejected"))])
+def test_records_that_fit_alone_but_not_in_one_padded_table_are_named_by_both_lines(method, fields, qwen2_dir,
+                                                                                    tmp_path):
+    """Each record fits the context (64), but the trainers pad every prompt to the longest and every completion to
+    the longest, into one table: the longest prompt (line 1) and the longest completion (line 3) need more than 64
+    positions together. Without the file-level check the trainer refused the table without naming a line."""
+    from transformers import AutoTokenizer
+
+    from rlhf_edu.lm import context_length, load_model
+    from rlhf_edu.train.launcher import read_records
+
+    kind = METHODS[method][1]
+    base = records_of_kind(kind)[0]
+    long_prompt = {**base, "prompt": "review: the film was " * 4}
+    long_completion = {**base, **{f: " dull and slow" * 6 for f in fields}}
+    data = write_jsonl(tmp_path / "data.jsonl", [long_prompt, base, long_completion])
+    tok = AutoTokenizer.from_pretrained(qwen2_dir)
+    context = context_length(load_model(qwen2_dir))
+    sizes = [(len(tok(r["prompt"]).input_ids), len(tok(r[fields[-1]]).input_ids)) for r in (long_prompt, long_completion)]
+    assert all(p + c + 2 <= context for p, c in sizes) and sizes[0][0] + sizes[1][1] + 2 > context, sizes
+    with pytest.raises(ValueError, match=rf"longest prompt \(line 1, \d+ tokens with <bos>\) and the longest "
+                                         rf"{fields[-1] if method == 'dpo' else 'completion'} \(line 3"):
+        read_records(data, method, tok, context)
+    with pytest.raises(ValueError, match=r"line 1.*line 3") as error:
+        train_from_files(method, qwen2_dir, data, out=tmp_path / "out", steps=1, verbose=False, options={"device": "cpu"})
+    assert str(data) in str(error.value)
+    assert len(read_records(data, method, tok, context=None)) == 3   # no model given: no length check

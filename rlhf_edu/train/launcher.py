@@ -55,7 +55,8 @@ GPU, or the CPU); the weights stay float32 (``rlhf_edu.lm.mixed_precision``).
 
 Bad records get a ``ValueError`` naming the file and line: a line that is not a JSON object, a missing or
 empty field, a label that is not true/false, a record longer than the model's context (prompt + completion,
-or prompt + ``--max_new_tokens`` for the online methods). On the command line a user's error (a bad
+or prompt + ``--max_new_tokens`` for the online methods), or a longest prompt and longest completion that fit
+one by one but not together in the trainers' padded table (both lines named). On the command line a user's error (a bad
 record, a bad option value, a model folder that does not load) is printed as ``rlhf-edu train METHOD:
 error: ...`` with exit status 2; options whose trainer argument may be ``None`` take the literal ``None``
 (``--std None``: Dr. GRPO). A reward-model folder is scored with its own saved tokenizer (the policy's
@@ -216,7 +217,10 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None,
     With ``tokenizer`` and ``context`` (the model's context in tokens), a record that does not fit is an
     error too: for the methods that train on given text, ``<bos>`` + prompt + completion (each of
     ``chosen`` and ``rejected``) + ``<eos>`` as the trainers tokenize them; for the online methods, the
-    prompt plus ``max_new_tokens`` sampled tokens. Raises ``ValueError`` naming ``path`` and the line number
+    prompt plus ``max_new_tokens`` sampled tokens. And the file as a whole: the trainers of given text
+    tokenize every record into one table, every prompt left-padded to the longest and every completion
+    right-padded to the longest, so the longest prompt and the longest completion must fit together, even from
+    two different lines (both lines are named). Raises ``ValueError`` naming ``path`` and the line number
     (from 1) of the first bad record.
     """
     from rlhf_edu.lm.batching import encode_completion, encode_prompts
@@ -226,10 +230,13 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"data: no file {str(path)!r}")
     completions = [f for f in RECORD_FIELDS[kind] if f in ("completion", "chosen", "rejected")]
+    # (tokens, -line, field) of the widest prompt and completion: max() keeps the first line of a tie
+    longest = {"prompt": (0, 0, ""), "completion": (0, 0, "")}
 
-    def check_fits(record, where):
+    def check_fits(record, where, number):
         prompt_ids = encode_prompts(tokenizer, [record["prompt"]])[0]
         n = len(prompt_ids)
+        longest["prompt"] = max(longest["prompt"], (n, -number, "prompt"))
         if n >= context:
             raise ValueError(f"{where}: the prompt is {n} tokens, the model's context is {context}: "
                              f"no room for a completion")
@@ -238,9 +245,10 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None,
                              f"{n + max_new_tokens} positions, the model's context is {context}: shorten the "
                              f"prompt or give --max_new_tokens {context - n} or less")
         for field in completions:
-            total = n + len(encode_completion(tokenizer, record["prompt"], record[field])) + 1  # + <eos>
-            if total > context:
-                raise ValueError(f"{where}: prompt + {field} (with <bos>/<eos>) is {total} tokens, the model's "
+            m = len(encode_completion(tokenizer, record["prompt"], record[field])) + 1  # + <eos>
+            longest["completion"] = max(longest["completion"], (m, -number, field))
+            if n + m > context:
+                raise ValueError(f"{where}: prompt + {field} (with <bos>/<eos>) is {n + m} tokens, the model's "
                                  f"context is {context}: shorten the record")
 
     records = []
@@ -268,10 +276,16 @@ def read_records(path, method: str, tokenizer=None, context: int | None = None,
                 elif not value.strip():
                     raise ValueError(f"{where}: {field!r} is empty")
             if tokenizer is not None and context is not None:
-                check_fits(record, where)
+                check_fits(record, where, number)
             records.append({k: record[k] for k in RECORD_FIELDS[kind]})
     if not records:
         raise ValueError(f"{path}: no records")
+    (n, p_line, _), (m, c_line, field) = longest["prompt"], longest["completion"]
+    if tokenizer is not None and context is not None and n + m > context:  # m is 0 for prompt-only records
+        raise ValueError(f"{path}: the longest prompt (line {-p_line}, {n} tokens with <bos>) and the longest "
+                         f"{field} (line {-c_line}, {m} tokens with <eos>) need {n + m} positions together, and the "
+                         f"model's context is {context}: the trainers pad every prompt to the longest and every "
+                         f"completion to the longest, into one table; shorten one of them")
     return records
 
 
