@@ -72,10 +72,9 @@ def check_fits_context(model, input_ids: torch.Tensor, name: str = "examples", e
     limit = context_length(model)
     width = input_ids.shape[-1] + extra
     if limit is not None and width > limit:
-        raise ValueError(
-            f"{name} need {width} positions ({input_ids.shape[-1]} tokens + {extra} to generate) but the "
-            f"model's context is {limit}: shorten them or build the model with a larger max_length"
-        )
+        parts = f" ({input_ids.shape[-1]} tokens + {extra} to generate)" if extra else ""
+        raise ValueError(f"{name} need {width} positions{parts} but the model's context is {limit}: "
+                         "shorten them or build the model with a larger max_length")
 
 
 def minibatches(n: int, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True) -> Iterable[torch.Tensor]:
