@@ -29,7 +29,6 @@ from rlhf_edu.lm import (
     set_seed,
     token_logprobs,
 )
-from rlhf_edu.train.data import check_fits_context
 from rlhf_edu.train.distributed import DataParallel, data_parallel
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 from rlhf_edu.validation import check_integer
@@ -93,8 +92,7 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
 
     A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
-    gradient, on its own device; texts longer than its context are a ``ValueError`` (a reward model's context
-    may be shorter than the policy's). Both kinds are checked on every call (``check_rewards``): one finite
+    gradient, on its own device. Both kinds are checked on every call (``check_rewards``): one finite
     number per completion, else ``ValueError`` naming the prompt and completion.
     """
     if isinstance(reward, RewardModel):
@@ -107,7 +105,6 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
         def score(completions, prompts):
             device = next(rm.parameters()).device
             batch = prompt_completion_batch(tokenizer, list(prompts), list(completions), device=device)
-            check_fits_context(rm, batch.input_ids, name=f"the prompts + completions that {name} scores")
             was_training = rm.training
             rm.eval()
             out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
