@@ -557,3 +557,23 @@ def test_added_special_tokens_beyond_the_embedding_are_allowed_but_not_as_pad():
     tok.pad_token = "<image>"
     with pytest.raises(ValueError, match="pad token has id"):
         check_vocabulary(model, tok)
+
+
+def test_a_model_without_an_input_embedding_is_not_checked_and_a_wrapped_backbone_is():
+    """check_vocabulary's documented escape: a model that exposes no input embedding (a custom module, or a
+    transformers model whose get_input_embeddings is not implemented) is not checked; a wrapper with a
+    ``backbone`` (RewardModel) is checked through it."""
+    from rlhf_edu.lm import RewardModel, check_vocabulary
+
+    tok = char_tokenizer()
+
+    class NoEmbedding(torch.nn.Module):
+        def get_input_embeddings(self):
+            raise NotImplementedError
+
+    check_vocabulary(NoEmbedding(), tok)  # nothing to compare with: no error
+    check_vocabulary(torch.nn.Linear(2, 2), tok)  # no get_input_embeddings and no backbone
+    small = tiny_causal_lm(tok, d_model=32, n_layer=1)
+    small.resize_token_embeddings(len(tok) - 3)
+    with pytest.raises(ValueError, match=f"input embedding has {len(tok) - 3} rows"):
+        check_vocabulary(RewardModel(small), tok)

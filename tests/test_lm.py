@@ -559,6 +559,59 @@ def test_generate_cache_equals_no_cache_and_logprobs_match(tok, models, arch):
         assert lengths.min() < 20 and lengths.max() == 20
 
 
+def test_a_reserved_cache_layer_returns_what_torch_cat_returns_and_writes_in_place():
+    """generate's cache layers keep room for the tokens to come (``_ReservedLayer``): each update returns the
+    same keys and values as transformers' concatenating ``DynamicLayer``, bit for bit, without copying the
+    past; past its room, or once its tensors were replaced (rows picked), it concatenates."""
+    from transformers.cache_utils import DynamicLayer
+
+    from rlhf_edu.lm.generation import _ReservedLayer
+
+    g = torch.Generator().manual_seed(0)
+    plain = DynamicLayer()
+    plain.update(torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g))
+    reserved = _ReservedLayer(plain, capacity=5 + 3)
+    plain_keys = plain.keys
+    for step in range(5):  # three steps fit the room, two go past it
+        k, v = torch.randn(3, 2, 1, 4, generator=g), torch.randn(3, 2, 1, 4, generator=g)
+        expected, got = plain.update(k, v), reserved.update(k, v)
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+        assert reserved.get_seq_length() == plain.get_seq_length() == 6 + step
+        if step < 3:  # written into the room: a view of the same memory
+            assert got[0].data_ptr() == reserved._key_room.data_ptr()
+    assert torch.equal(plain_keys, reserved.keys[..., :5, :])
+    # rows picked (a new tensor): later steps concatenate, still the right values
+    rows = torch.tensor([2, 0])
+    small = _ReservedLayer(plain, capacity=plain.get_seq_length() + 4)
+    plain.batch_select_indices(rows)
+    small.batch_select_indices(rows)
+    k, v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
+    expected, got = plain.update(k, v), small.update(k, v)
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+
+
+def test_generate_reserves_room_in_the_cache_and_samples_the_same_bits(tok, models, monkeypatch):
+    """The reservation changes where the cache lives, not a number: the same tokens and log-probs, bit for bit,
+    as the concatenating cache."""
+    import rlhf_edu.lm.generation as generation
+
+    model = models["gpt2"]
+    kw = dict(max_new_tokens=12, num_samples=4, generator=3)
+    real, kinds = generation._reserve, []
+
+    def spy(cache, extra):
+        real(cache, extra)
+        kinds.extend((type(layer).__name__, layer._key_room.shape[-2] - layer.get_seq_length()) for layer in cache.layers)
+
+    monkeypatch.setattr(generation, "_reserve", spy)
+    reserved = generate(model, tok, ["1+1=", "review: the food is"], **kw)
+    assert kinds == [("_ReservedLayer", 11)] * 2  # both layers, room for the 11 tokens fed after the prompt
+    monkeypatch.setattr(generation, "_reserve", lambda cache, extra: None)
+    plain = generate(model, tok, ["1+1=", "review: the food is"], **kw)
+    assert torch.equal(reserved.input_ids, plain.input_ids)
+    assert torch.equal(reserved.token_logprobs, plain.token_logprobs)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_samples_of_a_prompt_share_one_prefill(tok, models, arch):
     """num_samples=G runs each prompt's prefill once (G x fewer prompt tokens) and samples what G copies of

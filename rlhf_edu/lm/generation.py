@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from rlhf_edu.lm.batching import _require_pad, encode_prompts, left_pad, position_ids_from_mask
 from rlhf_edu.lm.models import context_length
@@ -154,6 +155,55 @@ def rows_can_be_repeated(cache) -> bool:
     )
 
 
+class _ReservedLayer(DynamicLayer):
+    """A ``DynamicLayer`` (one attention layer's keys and values, ``(B, heads, T, head_dim)``) with room
+    reserved for the tokens still to come. transformers' ``DynamicLayer.update`` appends a step's key and value
+    with ``torch.cat``, which copies the whole past: decoding ``n`` tokens copies the cache ``n`` times (on a
+    small model, a third of ``generate``'s time). Here the past lives in a buffer ``capacity`` columns wide,
+    each step writes its column in place, and ``keys``/``values`` are views of the filled part: the same
+    numbers in the same layout, so attention returns the same bits (``tests/test_lm.py``). A step that would
+    overflow the buffer, or a layer whose tensors were replaced since (``reorder_cache``,
+    ``batch_select_indices``, ``reset``), falls back to ``torch.cat``: slower, never wrong."""
+
+    def __init__(self, layer, capacity):
+        super().__init__()
+        self.device = layer.keys.device
+        self.is_initialized = True
+        n = layer.keys.shape[-2]
+        self._key_room = layer.keys.new_empty(*layer.keys.shape[:-2], capacity, layer.keys.shape[-1])
+        self._value_room = layer.values.new_empty(*layer.values.shape[:-2], capacity, layer.values.shape[-1])
+        self._key_room[..., :n, :] = layer.keys
+        self._value_room[..., :n, :] = layer.values
+        self.keys, self.values = self._key_room[..., :n, :], self._value_room[..., :n, :]
+
+    def _views_of_room(self):
+        return (self.keys is not None and self.values is not None
+                and self.keys.data_ptr() == self._key_room.data_ptr()
+                and self.values.data_ptr() == self._value_room.data_ptr()
+                and self.keys.shape[:-2] == self._key_room.shape[:-2])
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n, new = self.get_seq_length(), key_states.shape[-2]
+        if not (self._views_of_room() and n + new <= self._key_room.shape[-2]):
+            return super().update(key_states, value_states, *args, **kwargs)
+        self._key_room[..., n:n + new, :] = key_states
+        self._value_room[..., n:n + new, :] = value_states
+        self.keys, self.values = self._key_room[..., :n + new, :], self._value_room[..., :n + new, :]
+        return self.keys, self.values
+
+
+def _reserve(cache, extra):
+    """Give every plain attention layer of a Hugging Face cache room for ``extra`` more tokens (``_ReservedLayer``),
+    in place. Other layers (sliding windows, recurrent states, quantized keys) and caches without ``layers``
+    (older transformers) are left as they are."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list):
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.keys is not None and layer.keys.dim() == 4:
+            layers[i] = _ReservedLayer(layer, layer.keys.shape[-2] + extra)
+
+
 def decode_completions(tokenizer, prompt_ids, completion_ids):
     r"""The text each completion adds to its prompt: ``decode(prompt + completion)[len(decode(prompt)):]``.
 
@@ -280,7 +330,8 @@ def generate(
     recomputes the whole prefix each step (slower, same tokens for the same seed). With the cache the
     ``num_samples`` rows of a prompt share its first pass (the prompt runs once, its cache is copied to
     its samples): the same tokens as separate passes (up to float rounding), at ``1 / num_samples`` of the
-    prompt's cost. A state-space model
+    prompt's cost. After that pass each attention layer's cache gets room for the tokens to come
+    (``_ReservedLayer``), so a step writes one column instead of copying the past. A state-space model
     (Mamba: its cache is recurrent states only) gets no attention mask in those one-token steps, as in
     transformers' own ``generate``: Mamba multiplies its input by the mask, and the whole row's mask would
     broadcast the one new token to the full width. ``completions`` are decoded in context
@@ -373,6 +424,8 @@ def generate(
                 else:
                     out = _prefill(model, ids, mask, positions, use_cache, num_samples, cache_name)
                 if use_cache:
+                    if past is None and max_new_tokens > 1:  # room for the rest: no step copies the past
+                        _reserve(out[cache_name], max_new_tokens - 1)
                     past = out[cache_name]
                     attends = not _recurrent_only(past)
                 token, logprob = _sample_next(out.logits[:, -1, :], temperature, top_k, generator)
