@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import io
 import os
 import statistics
 import tempfile
@@ -206,7 +207,8 @@ def trl_dpo(model, tok, pairs, steps):
             (trainer, "_compute_loss", clock.wrap(trainer._compute_loss, "forward + loss")),
             (trainer.ref_model, "forward", clock.wrap(trainer.ref_model.forward, "reference log-probs")),
         ):
-            trainer.train()
+            with contextlib.redirect_stdout(io.StringIO()):  # TRL prints its run's summary dict
+                trainer.train()
     return clock.steps
 
 
@@ -276,7 +278,8 @@ def trl_grpo(model, tok, prompts, steps):
             (trainer, "_compute_loss", clock.wrap(trainer._compute_loss, "forward + loss")),
         ):
             clock_box["clock"] = clock
-            trainer.train()
+            with contextlib.redirect_stdout(io.StringIO()):  # TRL prints its run's summary dict
+                trainer.train()
     return clock.steps
 
 
@@ -314,6 +317,12 @@ def main():
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    try:  # TRL maps its datasets with progress bars
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
     warnings.filterwarnings("ignore")
     tok = char_tokenizer()
     model = tiny_causal_lm(tok, n_layer=args.layers, d_model=args.width, n_head=max(1, args.width // 32), seed=0)

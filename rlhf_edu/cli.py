@@ -80,8 +80,8 @@ def _steps_help(method) -> str:
 
     if METHODS[method][1] in ONLINE_KINDS:
         return "rollout-and-update steps"
-    return ("optimizer steps of --batch_size records each, the file's records cycled as needed; overrides "
-            "--epochs (leave it out for --epochs passes over the records)")
+    return ("optimizer steps of --batch_size records each, over as many reshuffled passes over the file as they "
+            "need; overrides --epochs (leave it out for --epochs passes over the records)")
 
 
 def _nullable(options) -> set:

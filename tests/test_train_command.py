@@ -412,24 +412,66 @@ def test_help_offers_only_usable_options_in_plain_text_with_defaults(method, cap
 
 
 def test_steps_beyond_the_data_report_the_files_records_and_pass_each_record_once(qwen2_dir, tmp_path, monkeypatch):
+    """--steps is the trainer's max_steps: the file's records, each once in the list (DPO's reference
+    log-probs once per record), as many reshuffled passes as the steps need, whole or not."""
     import rlhf_edu.train as train
+    import rlhf_edu.train.dpo as dpo_module
 
-    seen = []
-    real = train.train_dpo
+    seen, scored = [], []
+    real, real_frozen = train.train_dpo, dpo_module.frozen_logps
 
     def spy(policy, tokenizer, pairs, **kwargs):
-        seen.append((len(pairs), kwargs["epochs"]))
+        seen.append((len(pairs), kwargs.get("max_steps")))
         return real(policy, tokenizer, pairs, **kwargs)
 
+    def frozen_spy(model, data, *args, **kwargs):
+        scored.append(data.input_ids.shape[0])
+        return real_frozen(model, data, *args, **kwargs)
+
     monkeypatch.setattr(train, "train_dpo", spy)
+    monkeypatch.setattr(dpo_module, "frozen_logps", frozen_spy)
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     options = {"batch_size": 1, "device": "cpu", "sft_weight": 0.0}
-    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "six", steps=6, options=options, verbose=False)
-    assert result["steps"] == 6 and result["records"] == 3
-    assert seen[-1] == (3, 2), "two whole passes: two epochs of the 3 records, no copies (reference log-probs once)"
-    assert json.loads((tmp_path / "six" / "metrics.json").read_text())["records"] == 3
-    result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / "four", steps=4, options=options, verbose=False)
-    assert result["steps"] == 4 and result["records"] == 3 and seen[-1] == (4, 1)  # cycled: 3 records + 1 copy
+    for steps in (6, 4):  # two whole passes; a pass and a third
+        result = train_from_files("dpo", qwen2_dir, data, out=tmp_path / str(steps), steps=steps, options=options,
+                                  verbose=False)
+        assert result["steps"] == steps and result["records"] == 3 and seen[-1] == (3, steps)
+        assert scored[-1] == 2 * 3, "the reference scores each record's chosen and rejected rows once"
+        history = json.loads((tmp_path / str(steps) / "history.json").read_text())
+        assert len(history["rows"]) == steps
+        assert json.loads((tmp_path / str(steps) / "metrics.json").read_text())["records"] == 3
+
+
+def test_max_steps_takes_that_many_steps_over_reshuffled_passes_in_every_offline_trainer():
+    """max_steps (transformers' name) in each offline trainer: exactly that many optimiser steps, each pass
+    over the data reshuffled; max_steps of two whole passes is epochs=2, step for step."""
+    from rlhf_edu.lm import RewardModel
+    from rlhf_edu.train import train_dpo, train_kto, train_orpo, train_reward_model, train_sft, train_simpo
+
+    tok = char_tokenizer()
+    pairs = [{"prompt": f"{i}+1=", "chosen": f"{i + 1}.", "rejected": "0."} for i in range(3)]
+    labelled = [{"prompt": p["prompt"], "completion": p[k], "label": k == "chosen"} for p in pairs
+                for k in ("chosen", "rejected")]
+    sft = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    calls = {
+        "sft": lambda m, **kw: train_sft(m, tok, sft, batch_size=2, **kw),
+        "reward": lambda m, **kw: train_reward_model(RewardModel(m), tok, pairs, batch_size=2, **kw),
+        "dpo": lambda m, **kw: train_dpo(m, tok, pairs, batch_size=2, **kw),
+        "kto": lambda m, **kw: train_kto(m, tok, labelled, batch_size=4, **kw),
+        "simpo": lambda m, **kw: train_simpo(m, tok, pairs, batch_size=2, **kw),
+        "orpo": lambda m, **kw: train_orpo(m, tok, pairs, batch_size=2, **kw),
+    }
+    for name, call in calls.items():
+        per_pass = 2  # 3 records in twos (kto: 6 records in fours)
+        model = lambda: tiny_causal_lm(tok, d_model=16, n_layer=1, seed=0)  # noqa: E731
+        _, odd = call(model(), max_steps=3, device="cpu", progress=False)
+        assert list(odd["step"]) == [0, 1, 2] and list(odd["epoch"]) == [0, 0, 1], name
+        a, by_steps = call(model(), max_steps=2 * per_pass, device="cpu", progress=False)
+        b, by_epochs = call(model(), epochs=2, device="cpu", progress=False)
+        assert list(by_steps["loss"]) == list(by_epochs["loss"]), name
+        assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), name
+        with pytest.raises(ValueError, match="max_steps"):
+            call(model(), max_steps=0, device="cpu", progress=False)
 
 
 def test_a_byte_order_mark_before_line_1_is_read(tmp_path):

@@ -6,6 +6,7 @@ module only reads the record forms users bring and checks them against the model
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterable
 
 import torch
@@ -92,21 +93,33 @@ def minibatches(n: int, batch_size: int, generator: torch.Generator | None = Non
         yield order[start : start + batch_size]
 
 
-def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int) -> Iterable[tuple[int, torch.Tensor]]:
+def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int,
+                      max_steps: int | None = None) -> Iterable[tuple[int, torch.Tensor]]:
     """``(epoch, indices)`` for ``epochs`` passes over ``range(n)``, reshuffled each pass from ``seed``.
+
+    With ``max_steps``, exactly that many minibatches instead, over as many passes as they need (``epochs``
+    is then ignored, as ``max_steps`` overrides ``num_train_epochs`` in transformers' ``TrainingArguments``);
+    the passes are the same as without it, so ``max_steps`` of two whole passes is ``epochs=2``.
 
     >>> batches = list(epoch_minibatches(3, 2, 2, seed=0))
     >>> [(e, len(b)) for e, b in batches]
     [(0, 2), (0, 1), (1, 2), (1, 1)]
     >>> [sorted(torch.cat([b for e, b in batches if e == epoch]).tolist()) for epoch in (0, 1)]   # each pass: all
     [[0, 1, 2], [0, 1, 2]]
+    >>> [(e, len(b)) for e, b in epoch_minibatches(3, 2, 1, seed=0, max_steps=3)]  # a pass and a half
+    [(0, 2), (0, 1), (1, 2)]
     """
     generator = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
+    taken = 0
+    for epoch in range(epochs) if max_steps is None else itertools.count():
         for idx in minibatches(n, batch_size, generator):
+            if max_steps is not None and taken == max_steps:
+                return
+            taken += 1
             yield epoch, idx
 
 
-def steps_per_run(n: int, batch_size: int, epochs: int) -> int:
-    """Optimiser steps of ``epochs`` passes over ``n`` examples in minibatches of ``batch_size``."""
-    return epochs * ((n + batch_size - 1) // batch_size)
+def steps_per_run(n: int, batch_size: int, epochs: int, max_steps: int | None = None) -> int:
+    """Optimiser steps of ``epochs`` passes over ``n`` examples in minibatches of ``batch_size``, or
+    ``max_steps`` when given (see ``epoch_minibatches``)."""
+    return max_steps if max_steps is not None else epochs * ((n + batch_size - 1) // batch_size)

@@ -67,6 +67,7 @@ def train_dpo(
     sft_weight: float = 1.0,
     logp_reduction: str = "sum",
     epochs: int = 1,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 3e-4,
     weight_decay: float = 0.0,
@@ -136,6 +137,9 @@ def train_dpo(
             minibatches of ``batch_size`` pairs, gradients clipped to ``max_grad_norm`` (None: no clip).
             Under ``torchrun --nproc_per_node N`` ``batch_size`` is per process: each step takes a global
             batch of ``N * batch_size`` pairs and averages the gradients (``rlhf_edu.train.distributed``).
+        max_steps: ``None`` (default: ``epochs`` passes) or the number of optimiser steps to take, over as
+            many passes over the reshuffled pairs as they need (``epochs`` is then ignored; transformers'
+            ``max_steps``). ``rlhf-edu train --steps N`` passes it.
         gold_reward_fn, reward_fn: callables ``(completions, prompts) -> (B,)`` (or a ``RewardModel`` for
             ``reward_fn``) used only at evaluation: ``eval_gold_reward``, ``eval_reward``.
         eval_prompts: prompts to sample from every ``eval_every`` steps (``eval_samples`` completions each,
@@ -188,6 +192,7 @@ def train_dpo(
     sft_weight = check_nonnegative("sft_weight", sft_weight)
     check_choice("logp_reduction", logp_reduction, REDUCTIONS)
     epochs = check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(policy, tokenizer)
@@ -208,7 +213,7 @@ def train_dpo(
     model, optimizer = parallel.prepare(policy, optimizer)  # model: what the gradients flow through
     history = History(f"dpo-{loss}", dict(beta=beta, loss=loss, gpo_f=gpo_f, slic_delta=slic_delta,
                                           slic_lam=slic_lam, label_smoothing=label_smoothing, sft_weight=sft_weight,
-                                          logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size,
+                                          logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                                           lr=lr, n_pairs=len(prompts), disable_dropout=disable_dropout,
                                           seed=seed))
     n = len(prompts)
@@ -249,8 +254,8 @@ def train_dpo(
 
     policy.train()
     global_batch = parallel.global_batch_size(batch_size)
-    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, global_batch, epochs), description=f"dpo ({loss})", parallel=parallel,
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed, max_steps), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs, max_steps), description=f"dpo ({loss})", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
                                  autocast=autocast),

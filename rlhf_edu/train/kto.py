@@ -74,6 +74,7 @@ def train_kto(
     sft_weight: float = 1.0,
     logp_reduction: str = "sum",
     epochs: int = 1,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 2e-4,
     weight_decay: float = 0.0,
@@ -133,7 +134,8 @@ def train_kto(
         kl_estimate: ``"mismatched"`` (the paper's batch estimate; any ``batch_size``: a minibatch of
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``
+        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
+            ``train_dpo``
             (``batch_size`` per process under ``torchrun``; the mismatched pairs behind :math:`z_0` and the
             SFT term's mean over desirable examples are those of the global batch, as in one process; the
             logged ``desirable_reward``, ``undesirable_reward`` and ``reward`` average each process's means,
@@ -166,6 +168,7 @@ def train_kto(
     check_choice("kl_estimate", kl_estimate, KL_ESTIMATES)
     check_choice("logp_reduction", logp_reduction, REDUCTIONS)
     epochs = check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(policy, tokenizer)
@@ -190,7 +193,7 @@ def train_kto(
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("kto", dict(beta=beta, lambda_d=lambda_d, lambda_u=lambda_u, kl_estimate=kl_estimate,
                                   sft_weight=sft_weight,
-                                  logp_reduction=logp_reduction, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                   n_examples=len(prompts), n_desirable=int(labels.sum()),
                                   disable_dropout=disable_dropout, seed=seed))
 
@@ -252,8 +255,8 @@ def train_kto(
 
     policy.train()
     global_batch = parallel.global_batch_size(batch_size)
-    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, global_batch, epochs), description="kto", parallel=parallel,
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed, max_steps), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs, max_steps), description="kto", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
                                  autocast=autocast),

@@ -37,10 +37,9 @@ The options of a method are its trainer's keyword arguments, read from the train
 Arguments that take Python objects (a reference model, evaluation prompts, callables) are not options.
 
 ``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer
-steps of ``--batch_size`` records each (``--epochs`` is then ignored): when N steps are a whole number of
-passes over the file, that many epochs of its records; otherwise one epoch over the records cycled to
-``N * batch_size`` (DPO and KTO then compute the reference log-probs of each copy again).
-``metrics.json``'s ``records`` is the file's number of records either way. Arguments that act only with
+steps of ``--batch_size`` records each (its trainer's ``max_steps``; ``--epochs`` is then ignored), passing
+over the file's records as many times as that needs, reshuffled each pass (DPO and KTO compute each
+record's reference log-probs once either way). ``metrics.json``'s ``records`` is the file's number of records. Arguments that act only with
 an object argument (``eval_every`` without ``eval_prompts``, PPO's ``ptx_coef`` without ``ptx_examples``)
 are not options either; PPO's critic starts from the reward model when ``--reward`` is a reward-model
 folder of the policy's vocabulary, else from the policy. ``--reward``: a reward-model folder
@@ -99,8 +98,9 @@ RECORD_FIELDS = {
     "prompt": ("prompt",),
 }
 ONLINE_KINDS = ("prompt",)
-# Keyword arguments that are never options: objects, the launcher's own (--steps), the progress bar.
-_NOT_OPTIONS = {"steps", "progress"}
+# Keyword arguments that are never options: objects, the launcher's own (--steps, which is the offline
+# trainers' max_steps), the progress bar.
+_NOT_OPTIONS = {"steps", "max_steps", "progress"}
 _SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
 # Options that only act with an object argument the command line cannot pass: left out where it is one.
 _NEEDS_OBJECT = {"eval_every": ("eval_prompts", "eval_pairs"), "eval_samples": ("eval_prompts",),
@@ -327,22 +327,6 @@ def load_reward(spec: str, device=None):
     return _load_reward(spec, device)[0]
 
 
-def _steps_as_epochs(records, steps: int, global_batch: int):
-    """``(records, epochs)`` that make the trainer take exactly ``steps`` minibatches of ``global_batch``.
-
-    A whole number of passes over the file is that many epochs of its records (each record once in the
-    list: DPO's and KTO's reference log-probs computed once per record, reshuffled each pass); any other
-    number of steps, the records cycled to ``steps * global_batch`` and one epoch over that list.
-
-    >>> _steps_as_epochs([1, 2, 3], 6, 1), _steps_as_epochs([1, 2, 3], 2, 1), _steps_as_epochs([1, 2, 3], 2, 2)
-    (([1, 2, 3], 2), ([1, 2], 1), ([1, 2, 3], 1))
-    """
-    per_pass = -(-len(records) // global_batch)
-    if steps % per_pass == 0:
-        return records, steps // per_pass
-    return [records[i % len(records)] for i in range(steps * global_batch)], 1
-
-
 def _final(history) -> dict:
     """The last logged value of the history's main columns (``train reward``: loss and accuracy)."""
     final = {}
@@ -491,13 +475,11 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
             kwargs["value_model"] = ValueModel.from_reward_model(reward_model)
         args = (target, tokenizer, prompts, reward_fn)
     else:
-        trained_on = records
-        batch_size = _trainer_int(fn, "batch_size", kwargs)
-        if steps is not None and batch_size is not None:
-            trained_on, kwargs["epochs"] = _steps_as_epochs(records, steps, parallel.global_batch_size(batch_size))
+        if steps is not None:
+            kwargs["max_steps"] = steps  # every offline trainer takes it
         if reward_fn is not None and "reward_fn" in inspect.signature(fn).parameters:
             kwargs["reward_fn"] = reward_fn
-        args = (target, tokenizer, trained_on)
+        args = (target, tokenizer, records)
     t0 = time.perf_counter()
     trained, history = fn(*args, **kwargs)
     seconds = time.perf_counter() - t0

@@ -47,6 +47,7 @@ def train_orpo(
     *,
     lam: float = 1.0,
     epochs: int = 1,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 5e-4,
     weight_decay: float = 0.0,
@@ -76,7 +77,8 @@ def train_orpo(
         lam: :math:`\lambda \ge 0`, the weight of the odds-ratio term. The paper uses 0.1 to 0.25 when
             starting from a base model; starting from an SFT model that already writes the chosen kind of
             text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
+        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
+            ``train_dpo``.
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
@@ -99,6 +101,7 @@ def train_orpo(
     """
     lam = check_nonnegative("lam", lam)
     epochs = check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(policy, tokenizer)
@@ -116,7 +119,7 @@ def train_orpo(
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
-    history = History("orpo", dict(lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
+    history = History("orpo", dict(lam=lam, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
                                    disable_dropout=disable_dropout, seed=seed))
 
     n = len(prompts)
@@ -142,8 +145,8 @@ def train_orpo(
 
     policy.train()
     global_batch = parallel.global_batch_size(batch_size)
-    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, global_batch, epochs), description="orpo", parallel=parallel,
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed, max_steps), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs, max_steps), description="orpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
                                  autocast=autocast),

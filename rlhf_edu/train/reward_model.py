@@ -135,6 +135,7 @@ def train_reward_model(
     *,
     k_wise=None,
     epochs: int = 2,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 5e-4,
     weight_decay: float = 0.0,
@@ -176,6 +177,9 @@ def train_reward_model(
             Under ``torchrun --nproc_per_node N`` ``batch_size`` is per process: each step takes a global
             batch of ``N * batch_size`` records and averages the gradients (``rlhf_edu.train.distributed``;
             the logged ``reward_std`` is then the mean of the processes' standard deviations).
+        max_steps: ``None`` (default: ``epochs`` passes) or the number of optimiser steps to take, over as
+            many passes over the reshuffled records as they need (``epochs`` is then ignored; transformers'
+            ``max_steps``). ``rlhf-edu train --steps N`` passes it.
         margin: ``None`` (no margin), a number (every pair), or one number per record (LLaMA-2's margin
             from the labellers' "significantly better" ratings).
         l2_reward: :math:`\eta \ge 0`, the weight of the reward-centering regulariser (default 0).
@@ -207,6 +211,7 @@ def train_reward_model(
     """
     _check_reward_model(rm)
     epochs = check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(rm, tokenizer)
@@ -252,7 +257,7 @@ def train_reward_model(
 
     optimizer = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(rm, optimizer)  # what the gradients flow through
-    history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, batch_size=batch_size, lr=lr,
+    history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
                                            margin=None if margin is None else "given", l2_reward=l2_reward,
                                            n_records=n, disable_dropout=disable_dropout, seed=seed))
 
@@ -288,8 +293,8 @@ def train_reward_model(
 
     rm.train()
     global_batch = parallel.global_batch_size(batch_size)
-    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, global_batch, epochs), description="reward model", parallel=parallel,
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed, max_steps), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs, max_steps), description="reward model", parallel=parallel,
               evaluate=None if eval_records is None else evaluate, eval_every=eval_every, progress=progress,
               postfix=("loss", "accuracy"))
     rm.eval()

@@ -65,6 +65,7 @@ def train_sft(
     examples,
     *,
     epochs: int = 1,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
@@ -101,6 +102,9 @@ def train_sft(
         tokenizer: its tokenizer, with a pad token.
         examples: the records (see above).
         epochs: passes over the shuffled examples.
+        max_steps: ``None`` (default: ``epochs`` passes) or the number of optimiser steps to take, over as
+            many passes over the reshuffled examples as they need (``epochs`` is then ignored; transformers'
+            ``max_steps``). ``rlhf-edu train --steps N`` passes it.
         batch_size: examples per optimiser step (per process under ``torchrun``).
         lr: AdamW learning rate (finite, > 0).
         weight_decay: AdamW's decoupled weight decay (>= 0).
@@ -125,6 +129,7 @@ def train_sft(
     >>> model, hist = train_sft(tiny_causal_lm(tok), tok, [("12+3=", "15.")] * 64, epochs=2)   # doctest: +SKIP
     """
     check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(model, tokenizer)
@@ -142,15 +147,15 @@ def train_sft(
     check_fits_context(model, batch.input_ids)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     trained, optimizer = parallel.prepare(model, optimizer)  # what the gradients flow through
-    history = History("sft", dict(epochs=epochs, batch_size=batch_size, lr=lr, loss_on=loss_on,
+    history = History("sft", dict(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, loss_on=loss_on,
                                   loss_reduction=loss_reduction, n_examples=len(prompts),
                                   disable_dropout=disable_dropout, seed=seed))
     n = len(prompts)
     global_batch = parallel.global_batch_size(batch_size)
-    total = steps_per_run(n, global_batch, epochs)
+    total = steps_per_run(n, global_batch, epochs, max_steps)
     bar = progress_bar(total, "sft", progress and parallel.is_main)
     start = time.perf_counter()
-    for step, (epoch, idx) in enumerate(epoch_minibatches(n, global_batch, epochs, seed)):
+    for step, (epoch, idx) in enumerate(epoch_minibatches(n, global_batch, epochs, seed, max_steps)):
         idx, weight = parallel.share(idx)  # this process's slice of the global minibatch
         ids = batch.input_ids[idx].to(device)
         attn = batch.attention_mask[idx].to(device)

@@ -50,6 +50,7 @@ def train_simpo(
     gamma: float = 1.0,
     sft_weight: float = 1.0,
     epochs: int = 1,
+    max_steps: int | None = None,
     batch_size: int = 32,
     lr: float = 2e-4,
     weight_decay: float = 0.0,
@@ -84,7 +85,8 @@ def train_simpo(
         gamma: :math:`\gamma \ge 0`, the target reward margin (the paper's ratio :math:`\gamma/\beta` of
             about 0.5 gives the default 1.0).
         sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
-        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
+        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
+            ``train_dpo``.
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
@@ -108,6 +110,7 @@ def train_simpo(
     gamma = check_nonnegative("gamma", gamma)
     sft_weight = check_nonnegative("sft_weight", sft_weight)
     epochs = check_integer("epochs", epochs, minimum=1)
+    max_steps = None if max_steps is None else check_integer("max_steps", max_steps, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     lr, max_grad_norm, weight_decay = check_optimizer_settings(lr, max_grad_norm, weight_decay)
     check_vocabulary(policy, tokenizer)
@@ -125,7 +128,7 @@ def train_simpo(
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
-    history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs,
+    history = History("simpo", dict(beta=beta, gamma=gamma, sft_weight=sft_weight, epochs=epochs, max_steps=max_steps,
                                     batch_size=batch_size, lr=lr, n_pairs=len(prompts),
                                     disable_dropout=disable_dropout, seed=seed))
 
@@ -158,8 +161,8 @@ def train_simpo(
 
     policy.train()
     global_batch = parallel.global_batch_size(batch_size)
-    run_steps(epoch_minibatches(n, global_batch, epochs, seed), train_step, history=history,
-              total=steps_per_run(n, global_batch, epochs), description="simpo", parallel=parallel,
+    run_steps(epoch_minibatches(n, global_batch, epochs, seed, max_steps), train_step, history=history,
+              total=steps_per_run(n, global_batch, epochs, max_steps), description="simpo", parallel=parallel,
               evaluate=evaluator(policy, tokenizer, eval_prompts, ref_model=ref_model, gold_reward_fn=gold_reward_fn,
                                  reward_fn=reward_fn, num_samples=eval_samples, max_new_tokens=eval_max_new_tokens,
                                  autocast=autocast),
