@@ -577,3 +577,20 @@ def test_a_model_without_an_input_embedding_is_not_checked_and_a_wrapped_backbon
     small.resize_token_embeddings(len(tok) - 3)
     with pytest.raises(ValueError, match=f"input embedding has {len(tok) - 3} rows"):
         check_vocabulary(RewardModel(small), tok)
+
+
+def test_a_reward_model_call_that_fails_leaves_the_model_in_its_mode():
+    """as_reward_fn scores in eval mode and restores the mode after, also when the forward raises (here a
+    GPT-2 reward model of 16 positions given a 40-token text: its position table has no row 16)."""
+    from rlhf_edu.lm import RewardModel
+    from rlhf_edu.train.rollouts import as_reward_fn
+
+    tok = char_tokenizer()
+    rm = RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16))
+    rm.train()
+    score = as_reward_fn(rm, tok)
+    with pytest.raises(IndexError):
+        score(["x" * 40], ["p"])
+    assert rm.training
+    rm.eval()
+    assert len(score(["ok"], ["p"])) == 1 and not rm.training

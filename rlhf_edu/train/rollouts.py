@@ -107,8 +107,10 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
             batch = prompt_completion_batch(tokenizer, list(prompts), list(completions), device=device)
             was_training = rm.training
             rm.eval()
-            out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
-            rm.train(was_training)
+            try:
+                out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+            finally:  # a failed call leaves the model in the mode it came in
+                rm.train(was_training)
             return check_rewards(out, list(completions), list(prompts), f"the reward model ({name})")
 
         return score
