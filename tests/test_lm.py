@@ -559,49 +559,98 @@ def test_generate_cache_equals_no_cache_and_logprobs_match(tok, models, arch):
         assert lengths.min() < 20 and lengths.max() == 20
 
 
-def test_a_reserved_cache_layer_returns_what_torch_cat_returns_and_writes_in_place():
-    """generate's cache layers keep room for the tokens to come (``_ReservedLayer``): each update returns the
-    same keys and values as transformers' concatenating ``DynamicLayer``, bit for bit, without copying the
-    past; past its room, or once its tensors were replaced (rows picked), it concatenates."""
+def _cat_and_reserved_layers(batch=3, width=5, limit=8, seed=0):
     from transformers.cache_utils import DynamicLayer
 
     from rlhf_edu.lm.generation import _ReservedLayer
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     plain = DynamicLayer()
-    plain.update(torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g))
-    reserved = _ReservedLayer(plain, capacity=5 + 3)
-    plain_keys = plain.keys
-    for step in range(5):  # three steps fit the room, two go past it
-        k, v = torch.randn(3, 2, 1, 4, generator=g), torch.randn(3, 2, 1, 4, generator=g)
-        expected, got = plain.update(k, v), reserved.update(k, v)
-        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
-        assert reserved.get_seq_length() == plain.get_seq_length() == 6 + step
+    plain.update(torch.randn(batch, 2, width, 4, generator=g), torch.randn(batch, 2, width, 4, generator=g))
+    return plain, _ReservedLayer(plain, limit=limit), g
+
+
+def _step_both(plain, reserved, g, batch=3):
+    k, v = torch.randn(batch, 2, 1, 4, generator=g), torch.randn(batch, 2, 1, 4, generator=g)
+    expected, got = plain.update(k, v), reserved.update(k, v)
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    assert reserved.get_seq_length() == plain.get_seq_length()
+    return got
+
+
+def test_a_reserved_cache_layer_returns_what_torch_cat_returns_and_writes_in_place():
+    """generate's cache layers grow into reserved room (``_ReservedLayer``): each update returns the same keys
+    and values as transformers' concatenating ``DynamicLayer``, bit for bit, without copying the past; past
+    its limit it concatenates."""
+    plain, reserved, g = _cat_and_reserved_layers(limit=5 + 3)
+    start = plain.keys
+    for step in range(5):  # three steps fit the limit, two go past it
+        got = _step_both(plain, reserved, g)
         if step < 3:  # written into the room: a view of the same memory
             assert got[0].data_ptr() == reserved._key_room.data_ptr()
-    assert torch.equal(plain_keys, reserved.keys[..., :5, :])
-    # rows picked (a new tensor): later steps concatenate, still the right values
-    rows = torch.tensor([2, 0])
-    small = _ReservedLayer(plain, capacity=plain.get_seq_length() + 4)
-    plain.batch_select_indices(rows)
-    small.batch_select_indices(rows)
-    k, v = torch.randn(2, 2, 1, 4, generator=g), torch.randn(2, 2, 1, 4, generator=g)
-    expected, got = plain.update(k, v), small.update(k, v)
-    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+        else:
+            assert reserved._key_room is None  # concatenating from here on, the room freed
+    assert torch.equal(start, reserved.keys[..., :5, :])
 
 
-def test_generate_reserves_room_in_the_cache_and_samples_the_same_bits(tok, models, monkeypatch):
-    """The reservation changes where the cache lives, not a number: the same tokens and log-probs, bit for bit,
-    as the concatenating cache."""
+def test_a_reserved_cache_layer_doubles_its_room_and_never_holds_more_than_twice_what_it_uses():
+    plain, reserved, g = _cat_and_reserved_layers(width=5, limit=200)
+    rooms = {reserved._key_room.data_ptr(): reserved._key_room.shape[-2]}
+    for _ in range(150):
+        _step_both(plain, reserved, g)
+        rooms[reserved._key_room.data_ptr()] = reserved._key_room.shape[-2]
+        assert reserved._key_room.shape[-2] <= max(2 * reserved.get_seq_length(), 26)
+    assert sorted(rooms.values()) == [26, 52, 104, 200]  # 2 * 5 + 16, doubled, then capped at the limit
+
+
+@pytest.mark.parametrize("change", ["same-size permutation", "reorder_cache", "fewer rows", "reset", "crop"])
+def test_a_reserved_cache_layer_whose_tensors_were_replaced_still_returns_what_torch_cat_returns(change):
+    """Rows permuted (same batch size), reordered for beam search, picked, the cache reset or cropped: the
+    next steps return what transformers' layer returns (a replaced tensor makes the layer concatenate; a
+    crop keeps writing into its room)."""
+    plain, reserved, g = _cat_and_reserved_layers(limit=40)
+    _step_both(plain, reserved, g)
+    batch = 3
+    if change == "same-size permutation":
+        for layer in (plain, reserved):
+            layer.batch_select_indices(torch.tensor([2, 0, 1]))
+    elif change == "reorder_cache":
+        for layer in (plain, reserved):
+            layer.reorder_cache(torch.tensor([1, 1, 0]))
+    elif change == "fewer rows":
+        batch = 2
+        for layer in (plain, reserved):
+            layer.batch_select_indices(torch.tensor([2, 0]))
+    elif change == "reset":
+        for layer in (plain, reserved):
+            layer.reset()
+    else:
+        for layer in (plain, reserved):
+            layer.crop(-2)
+    for _ in range(3):
+        _step_both(plain, reserved, g, batch=batch)
+    assert (reserved._key_room is not None) == (change == "crop")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generate_reserves_room_in_the_cache_and_samples_the_same_bits(tok, models, monkeypatch, arch, device):
+    """The reservation changes where the cache lives, not a number: on the CPU the same tokens and log-probs,
+    bit for bit, as the concatenating cache; on a GPU (whose attention kernels may round strided keys
+    otherwise) the same tokens and log-probs to float rounding."""
+    import copy
+
     import rlhf_edu.lm.generation as generation
 
-    model = models["gpt2"]
+    model = copy.deepcopy(models[arch]).to(device)
     kw = dict(max_new_tokens=12, num_samples=4, generator=3)
     real, kinds = generation._reserve, []
 
     def spy(cache, extra):
         real(cache, extra)
-        kinds.extend((type(layer).__name__, layer._key_room.shape[-2] - layer.get_seq_length()) for layer in cache.layers)
+        kinds.extend((type(layer).__name__, layer._key_room.shape[-2] - layer.get_seq_length())
+                     for layer in cache.layers)
 
     monkeypatch.setattr(generation, "_reserve", spy)
     reserved = generate(model, tok, ["1+1=", "review: the food is"], **kw)
@@ -609,7 +658,10 @@ def test_generate_reserves_room_in_the_cache_and_samples_the_same_bits(tok, mode
     monkeypatch.setattr(generation, "_reserve", lambda cache, extra: None)
     plain = generate(model, tok, ["1+1=", "review: the food is"], **kw)
     assert torch.equal(reserved.input_ids, plain.input_ids)
-    assert torch.equal(reserved.token_logprobs, plain.token_logprobs)
+    if device == "cpu":
+        assert torch.equal(reserved.token_logprobs, plain.token_logprobs)
+    else:
+        torch.testing.assert_close(reserved.token_logprobs, plain.token_logprobs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

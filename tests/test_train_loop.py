@@ -52,3 +52,17 @@ def test_epoch_minibatches_cover_every_example_once_per_epoch_and_repeat_with_th
     assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again))
     with pytest.raises(ValueError, match="batch_size"):
         list(epoch_minibatches(10, 0, 1, seed=0))
+
+
+def test_max_steps_cuts_or_extends_the_same_passes_and_refuses_what_would_never_end():
+    two_passes = list(epoch_minibatches(10, 3, 2, seed=7))
+    for steps in (1, 5, 8, 11):  # part of a pass, a pass and a bit, two whole passes, more than two
+        batches = list(epoch_minibatches(10, 3, 1, seed=7, max_steps=steps))
+        assert len(batches) == steps_per_run(10, 3, 1, max_steps=steps) == steps
+        assert all(a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(batches, two_passes))
+    assert [e for e, _ in epoch_minibatches(10, 3, 1, seed=7, max_steps=11)] == [0] * 4 + [1] * 4 + [2] * 3
+    for bad, error in ((0, ValueError), (-1, ValueError), (2.5, TypeError)):
+        with pytest.raises(error, match="max_steps"):
+            list(epoch_minibatches(10, 3, 1, seed=7, max_steps=bad))
+        with pytest.raises(error, match="max_steps"):
+            steps_per_run(10, 3, 1, max_steps=bad)

@@ -156,36 +156,47 @@ def rows_can_be_repeated(cache) -> bool:
 
 
 class _ReservedLayer(DynamicLayer):
-    """A ``DynamicLayer`` (one attention layer's keys and values, ``(B, heads, T, head_dim)``) with room
-    reserved for the tokens still to come. transformers' ``DynamicLayer.update`` appends a step's key and value
-    with ``torch.cat``, which copies the whole past: decoding ``n`` tokens copies the cache ``n`` times (on a
-    small model, a third of ``generate``'s time). Here the past lives in a buffer ``capacity`` columns wide,
-    each step writes its column in place, and ``keys``/``values`` are views of the filled part: the same
-    numbers in the same layout, so attention returns the same bits (``tests/test_lm.py``). A step that would
-    overflow the buffer, or a layer whose tensors were replaced since (``reorder_cache``,
-    ``batch_select_indices``, ``reset``), falls back to ``torch.cat``: slower, never wrong."""
+    """A ``DynamicLayer`` (one attention layer's keys and values, ``(B, heads, T, head_dim)``) with room to
+    spare for the tokens to come. transformers' ``DynamicLayer.update`` appends a step's key and value with
+    ``torch.cat``, which copies the whole past: decoding ``n`` tokens copies the cache ``n`` times. Here the
+    past lives in a wider buffer, each step writes its column in place, and ``keys``/``values`` are views of
+    the filled part: the same numbers in the same order (only the strides differ), so on the CPU attention
+    returns the same bits (``tests/test_lm.py``). The room starts at twice the first width plus 16 columns and
+    doubles when full, never past ``limit`` columns (the most ``generate`` can feed): a few copies per
+    generation instead of one per token, and at most twice the memory in use (reserving ``limit`` at once
+    would hold, on a GPU, the memory of ``max_new_tokens`` for answers that stop after ten). Past ``limit``, or
+    once its tensors were replaced (``reorder_cache``, ``batch_select_indices``, ``reset``), the layer falls
+    back to ``torch.cat``: slower, never wrong. A write after ``crop`` reuses columns that views returned
+    earlier covered: fine under ``torch.no_grad()`` as in ``generate``, not for tensors autograd saved."""
 
-    def __init__(self, layer, capacity):
+    def __init__(self, layer, limit):
         super().__init__()
         self.device = layer.keys.device
         self.is_initialized = True
-        n = layer.keys.shape[-2]
-        self._key_room = layer.keys.new_empty(*layer.keys.shape[:-2], capacity, layer.keys.shape[-1])
-        self._value_room = layer.values.new_empty(*layer.values.shape[:-2], capacity, layer.values.shape[-1])
-        self._key_room[..., :n, :] = layer.keys
-        self._value_room[..., :n, :] = layer.values
+        self._limit = limit
+        self._move_to_room(layer.keys, layer.values, min(limit, 2 * layer.keys.shape[-2] + 16))
+
+    def _move_to_room(self, keys, values, width):
+        n = keys.shape[-2]
+        self._key_room = keys.new_empty(*keys.shape[:-2], width, keys.shape[-1])
+        self._value_room = values.new_empty(*values.shape[:-2], width, values.shape[-1])
+        self._key_room[..., :n, :] = keys
+        self._value_room[..., :n, :] = values
         self.keys, self.values = self._key_room[..., :n, :], self._value_room[..., :n, :]
 
     def _views_of_room(self):
-        return (self.keys is not None and self.values is not None
+        return (self._key_room is not None and self.keys is not None and self.values is not None
                 and self.keys.data_ptr() == self._key_room.data_ptr()
                 and self.values.data_ptr() == self._value_room.data_ptr()
                 and self.keys.shape[:-2] == self._key_room.shape[:-2])
 
     def update(self, key_states, value_states, *args, **kwargs):
         n, new = self.get_seq_length(), key_states.shape[-2]
-        if not (self._views_of_room() and n + new <= self._key_room.shape[-2]):
+        if not self._views_of_room() or n + new > self._limit:
+            self._key_room = self._value_room = None  # transformers' way from here on; the room is freed
             return super().update(key_states, value_states, *args, **kwargs)
+        if n + new > self._key_room.shape[-2]:  # full: double the room (one copy of the past)
+            self._move_to_room(self.keys, self.values, min(self._limit, max(2 * self._key_room.shape[-2], n + new)))
         self._key_room[..., n:n + new, :] = key_states
         self._value_room[..., n:n + new, :] = value_states
         self.keys, self.values = self._key_room[..., :n + new, :], self._value_room[..., :n + new, :]
@@ -193,9 +204,9 @@ class _ReservedLayer(DynamicLayer):
 
 
 def _reserve(cache, extra):
-    """Give every plain attention layer of a Hugging Face cache room for ``extra`` more tokens (``_ReservedLayer``),
-    in place. Other layers (sliding windows, recurrent states, quantized keys) and caches without ``layers``
-    (older transformers) are left as they are."""
+    """Let every plain attention layer of a Hugging Face cache grow by up to ``extra`` tokens in reserved room
+    (``_ReservedLayer``), in place. Other layers (sliding windows, recurrent states, quantized keys) and caches
+    without ``layers`` (older transformers) are left as they are."""
     layers = getattr(cache, "layers", None)
     if not isinstance(layers, list):
         return
@@ -330,8 +341,9 @@ def generate(
     recomputes the whole prefix each step (slower, same tokens for the same seed). With the cache the
     ``num_samples`` rows of a prompt share its first pass (the prompt runs once, its cache is copied to
     its samples): the same tokens as separate passes (up to float rounding), at ``1 / num_samples`` of the
-    prompt's cost. After that pass each attention layer's cache gets room for the tokens to come
-    (``_ReservedLayer``), so a step writes one column instead of copying the past. A state-space model
+    prompt's cost. After that pass each full-attention layer's cache gets room to grow into
+    (``_ReservedLayer``), so a step writes one column instead of copying the past (sliding-window layers keep
+    transformers' own cache). A state-space model
     (Mamba: its cache is recurrent states only) gets no attention mask in those one-token steps, as in
     transformers' own ``generate``: Mamba multiplies its input by the mask, and the whole row's mask would
     broadcast the one new token to the full width. ``completions`` are decoded in context

@@ -12,6 +12,7 @@ from typing import Iterable
 import torch
 
 from rlhf_edu.lm import context_length
+from rlhf_edu.validation import check_integer
 
 __all__ = ["prompt_completion_pairs", "check_fits_context", "minibatches", "epoch_minibatches", "steps_per_run"]
 
@@ -109,11 +110,13 @@ def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int,
     >>> [(e, len(b)) for e, b in epoch_minibatches(3, 2, 1, seed=0, max_steps=3)]  # a pass and a half
     [(0, 2), (0, 1), (1, 2)]
     """
+    if max_steps is not None:
+        max_steps = check_integer("max_steps", max_steps, minimum=1)
     generator = torch.Generator().manual_seed(seed)
     taken = 0
     for epoch in range(epochs) if max_steps is None else itertools.count():
         for idx in minibatches(n, batch_size, generator):
-            if max_steps is not None and taken == max_steps:
+            if max_steps is not None and taken >= max_steps:
                 return
             taken += 1
             yield epoch, idx
@@ -122,4 +125,6 @@ def epoch_minibatches(n: int, batch_size: int, epochs: int, seed: int,
 def steps_per_run(n: int, batch_size: int, epochs: int, max_steps: int | None = None) -> int:
     """Optimiser steps of ``epochs`` passes over ``n`` examples in minibatches of ``batch_size``, or
     ``max_steps`` when given (see ``epoch_minibatches``)."""
+    if max_steps is not None:
+        max_steps = check_integer("max_steps", max_steps, minimum=1)
     return max_steps if max_steps is not None else epochs * ((n + batch_size - 1) // batch_size)

@@ -213,9 +213,9 @@ def train_dpo(
     model, optimizer = parallel.prepare(policy, optimizer)  # model: what the gradients flow through
     history = History(f"dpo-{loss}", dict(beta=beta, loss=loss, gpo_f=gpo_f, slic_delta=slic_delta,
                                           slic_lam=slic_lam, label_smoothing=label_smoothing, sft_weight=sft_weight,
-                                          logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                                          lr=lr, n_pairs=len(prompts), disable_dropout=disable_dropout,
-                                          seed=seed))
+                                          logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps,
+                                          batch_size=batch_size, lr=lr, n_pairs=len(prompts),
+                                          disable_dropout=disable_dropout, seed=seed))
     n = len(prompts)
 
     def train_step(minibatch):

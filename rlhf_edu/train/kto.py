@@ -134,12 +134,12 @@ def train_kto(
         kl_estimate: ``"mismatched"`` (the paper's batch estimate; any ``batch_size``: a minibatch of
             one pairs its prompt with the next example's completion, see :func:`mismatched_indices`) or ``"zero"``.
         logp_reduction: ``"sum"`` (default) or ``"mean"`` over completion tokens.
-        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
-            ``train_dpo``
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``
             (``batch_size`` per process under ``torchrun``; the mismatched pairs behind :math:`z_0` and the
             SFT term's mean over desirable examples are those of the global batch, as in one process; the
             logged ``desirable_reward``, ``undesirable_reward`` and ``reward`` average each process's means,
             NaN when a process's share has no example of that label).
+        max_steps: ``None`` or the number of optimiser steps, as in ``train_dpo`` (``rlhf-edu train --steps``).
         disable_dropout: dropout off in the policy and the reference (default), as in ``train_dpo``: at
             step 0 the loss is exactly :math:`\lambda_y / 2` per example and ``kl_reference`` 0.
         gold_reward_fn, reward_fn, eval_prompts, eval_every, eval_samples, eval_max_new_tokens: evaluation,
@@ -193,7 +193,8 @@ def train_kto(
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
     history = History("kto", dict(beta=beta, lambda_d=lambda_d, lambda_u=lambda_u, kl_estimate=kl_estimate,
                                   sft_weight=sft_weight,
-                                  logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                                  logp_reduction=logp_reduction, epochs=epochs, max_steps=max_steps,
+                                  batch_size=batch_size, lr=lr,
                                   n_examples=len(prompts), n_desirable=int(labels.sum()),
                                   disable_dropout=disable_dropout, seed=seed))
 

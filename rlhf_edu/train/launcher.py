@@ -36,13 +36,13 @@ The options of a method are its trainer's keyword arguments, read from the train
 ``--lr``, ... with the trainer's own words) into a dataclass that ``transformers.HfArgumentParser`` parses.
 Arguments that take Python objects (a reference model, evaluation prompts, callables) are not options.
 
-``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer
-steps of ``--batch_size`` records each (its trainer's ``max_steps``; ``--epochs`` is then ignored), passing
-over the file's records as many times as that needs, reshuffled each pass (DPO and KTO compute each
-record's reference log-probs once either way). ``metrics.json``'s ``records`` is the file's number of records. Arguments that act only with
-an object argument (``eval_every`` without ``eval_prompts``, PPO's ``ptx_coef`` without ``ptx_examples``)
-are not options either; PPO's critic starts from the reward model when ``--reward`` is a reward-model
-folder of the policy's vocabulary, else from the policy. ``--reward``: a reward-model folder
+``--steps N``: the online methods take N rollout-and-update steps; an offline method takes N optimizer steps
+of ``--batch_size`` records each (its trainer's ``max_steps``; ``--epochs`` is then ignored), passing over the
+file's records as many times as that needs, reshuffled each pass (DPO and KTO compute each record's reference
+log-probs once either way). ``metrics.json``'s ``records`` is the file's number of records. Arguments that act
+only with an object argument (``eval_every`` without ``eval_prompts``, PPO's ``ptx_coef`` without
+``ptx_examples``) are not options either; PPO's critic starts from the reward model when ``--reward`` is a
+reward-model folder of the policy's vocabulary, else from the policy. ``--reward``: a reward-model folder
 (``rlhf_edu.lm.save_model`` of a ``RewardModel`` and its tokenizer, e.g. the output of ``rlhf-edu train
 reward``) or ``module:function`` for a Python function ``fn(completions, prompts) -> rewards``.
 

@@ -77,8 +77,8 @@ def train_orpo(
         lam: :math:`\lambda \ge 0`, the weight of the odds-ratio term. The paper uses 0.1 to 0.25 when
             starting from a base model; starting from an SFT model that already writes the chosen kind of
             text, the SFT term has little left to teach and the default 1.0 lets the contrast act.
-        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
-            ``train_dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
+        max_steps: ``None`` or the number of optimiser steps, as in ``train_dpo`` (``rlhf-edu train --steps``).
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only for the evaluation's ``eval_kl`` (default a frozen copy of
@@ -119,8 +119,8 @@ def train_orpo(
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(policy, optimizer)  # what the gradients flow through
-    history = History("orpo", dict(lam=lam, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, n_pairs=len(prompts),
-                                   disable_dropout=disable_dropout, seed=seed))
+    history = History("orpo", dict(lam=lam, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+                                   n_pairs=len(prompts), disable_dropout=disable_dropout, seed=seed))
 
     n = len(prompts)
 

@@ -257,7 +257,8 @@ def train_reward_model(
 
     optimizer = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
     model, optimizer = parallel.prepare(rm, optimizer)  # what the gradients flow through
-    history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr,
+    history = History("reward_model", dict(k_wise=bool(k_wise), K=K, epochs=epochs, max_steps=max_steps,
+                                           batch_size=batch_size, lr=lr,
                                            margin=None if margin is None else "given", l2_reward=l2_reward,
                                            n_records=n, disable_dropout=disable_dropout, seed=seed))
 

@@ -85,8 +85,8 @@ def train_simpo(
         gamma: :math:`\gamma \ge 0`, the target reward margin (the paper's ratio :math:`\gamma/\beta` of
             about 0.5 gives the default 1.0).
         sft_weight: weight of the chosen completions' per-token NLL (default 1.0; 0: the paper's loss).
-        epochs, max_steps, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in
-            ``train_dpo``.
+        epochs, batch_size, lr, weight_decay, max_grad_norm, seed, device, dtype, progress: as in ``train_dpo``.
+        max_steps: ``None`` or the number of optimiser steps, as in ``train_dpo`` (``rlhf-edu train --steps``).
         disable_dropout: dropout off in the policy (and the reference) before training (default), as in
             ``train_dpo``: the step-0 loss is the loss of the model as given, not dropout noise.
         ref_model: NOT used by the loss; only the evaluation's ``eval_kl`` is measured against it (default
