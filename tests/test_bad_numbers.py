@@ -581,7 +581,8 @@ def test_a_model_without_an_input_embedding_is_not_checked_and_a_wrapped_backbon
 
 def test_a_reward_model_call_that_fails_leaves_the_model_in_its_mode():
     """as_reward_fn scores in eval mode and restores the mode after, also when the forward raises (here a
-    GPT-2 reward model of 16 positions given a 40-token text: its position table has no row 16)."""
+    GPT-2 reward model of 16 positions given a 40-token text: its position table has no row 16, which the
+    error names instead of torch's IndexError)."""
     from rlhf_edu.lm import RewardModel
     from rlhf_edu.train.rollouts import as_reward_fn
 
@@ -589,8 +590,11 @@ def test_a_reward_model_call_that_fails_leaves_the_model_in_its_mode():
     rm = RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16))
     rm.train()
     score = as_reward_fn(rm, tok)
-    with pytest.raises(IndexError):
-        score(["x" * 40], ["p"])
+    with pytest.raises(ValueError, match=r"reads at most 16 positions, but prompt \+ completion 1 with its EOS is 43"):
+        score(["ok", "x" * 40], ["p", "p"])
     assert rm.training
     rm.eval()
     assert len(score(["ok"], ["p"])) == 1 and not rm.training
+    # <bos> p x...x <eos>: 43 tokens. A rotary model (Llama) reads past its context: scored, not stopped
+    rotary = RewardModel(tiny_causal_lm(tok, arch="llama", d_model=16, n_layer=1, n_head=2, max_length=16))
+    assert len(as_reward_fn(rotary, tok)(["x" * 40], ["p"])) == 1

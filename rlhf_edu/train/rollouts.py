@@ -21,6 +21,7 @@ from rlhf_edu.lm import (
     RewardModel,
     Rollout,
     check_vocabulary,
+    context_length,
     disable_dropout_in_model,
     generate,
     mixed_precision,
@@ -88,11 +89,25 @@ def check_rewards(scores, completions, prompts, source: str = "reward_fn") -> np
     return out
 
 
+def _raise_if_too_long(rm, attention_mask, name, error):
+    """``ValueError`` naming the row when a scored text is longer than the reward model's context."""
+    limit = context_length(getattr(rm, "backbone", rm))
+    lengths = attention_mask.sum(dim=1)
+    if limit is not None and int(lengths.max()) > limit:
+        i = int(lengths.argmax())
+        raise ValueError(
+            f"the reward model ({name}) reads at most {limit} positions, but prompt + completion {i} with its EOS "
+            f"is {int(lengths[i])} tokens: use a reward model with a longer context, or shorter prompts or "
+            "max_new_tokens") from error
+
+
 def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
 
     A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
-    gradient, on its own device. Both kinds are checked on every call (``check_rewards``): one finite
+    gradient, on its own device. A text longer than its context is named in a ``ValueError`` where the model
+    cannot read it (a learned position table: GPT-2, OPT; rotary models read past their context and are not
+    stopped: a rollout that fills the policy's context is one token longer here, with its EOS). Both kinds are checked on every call (``check_rewards``): one finite
     number per completion, else ``ValueError`` naming the prompt and completion.
     """
     if isinstance(reward, RewardModel):
@@ -109,6 +124,9 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
             rm.eval()
             try:
                 out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+            except IndexError as error:  # a learned position table (GPT-2, OPT) has no row past its context
+                _raise_if_too_long(rm, batch.attention_mask, name, error)
+                raise
             finally:  # a failed call leaves the model in the mode it came in
                 rm.train(was_training)
             return check_rewards(out, list(completions), list(prompts), f"the reward model ({name})")
