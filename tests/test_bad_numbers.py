@@ -579,22 +579,37 @@ def test_a_model_without_an_input_embedding_is_not_checked_and_a_wrapped_backbon
         check_vocabulary(RewardModel(small), tok)
 
 
-def test_a_reward_model_call_that_fails_leaves_the_model_in_its_mode():
-    """as_reward_fn scores in eval mode and restores the mode after, also when the forward raises (here a
-    GPT-2 reward model of 16 positions given a 40-token text: its position table has no row 16, which the
-    error names instead of torch's IndexError)."""
+def test_a_reward_model_that_cannot_read_a_text_is_refused_by_name_before_any_work():
+    """A GPT-2 reward model (a learned position table of 16 rows) given a 43-token text: as_reward_fn names the
+    row before the forward pass (torch's IndexError deep in the model otherwise; a device-side assert on a
+    GPU), and an online trainer refuses prompts + max_new_tokens + <eos> beyond it before sampling. A rotary
+    model (Llama) reads past its context: scored, not stopped. A forward that fails restores the mode."""
     from rlhf_edu.lm import RewardModel
+    from rlhf_edu.train import check_reward_model_room, reward_model_room, train_grpo
     from rlhf_edu.train.rollouts import as_reward_fn
 
     tok = char_tokenizer()
     rm = RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16))
     rm.train()
     score = as_reward_fn(rm, tok)
-    with pytest.raises(ValueError, match=r"reads at most 16 positions, but prompt \+ completion 1 with its EOS is 43"):
-        score(["ok", "x" * 40], ["p", "p"])
-    assert rm.training
-    rm.eval()
-    assert len(score(["ok"], ["p"])) == 1 and not rm.training
-    # <bos> p x...x <eos>: 43 tokens. A rotary model (Llama) reads past its context: scored, not stopped
+    with pytest.raises(ValueError, match=r"reads at most 16 positions, but prompt \+ completion 1 with its <eos> "
+                                         r"is 43 tokens \('p' \+ 'xxx"):
+        score(["ok", "x" * 40], ["p", "p"])  # <bos> p x*40 <eos>
+    assert rm.training and len(score(["ok"], ["p"])) == 1 and rm.training
+    assert reward_model_room(rm, tok, ["1+1=", "p"]) == 10  # 16 - 5 - 1
+    check_reward_model_room(rm, tok, ["1+1="], 10)
+    with pytest.raises(ValueError, match=r"longest prompt \(5 tokens\) \+ max_new_tokens=11 .* max_new_tokens <= 10"):
+        train_grpo(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=32), tok, ["1+1="], rm, max_new_tokens=11,
+                   steps=1, device="cpu", progress=False)
     rotary = RewardModel(tiny_causal_lm(tok, arch="llama", d_model=16, n_layer=1, n_head=2, max_length=16))
+    assert reward_model_room(rotary, tok, ["1+1="]) is None
     assert len(as_reward_fn(rotary, tok)(["x" * 40], ["p"])) == 1
+    assert reward_model_room(lambda completions, prompts: [0.0] * len(completions), tok, ["1+1="]) is None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("broken head")
+
+    rm.head.forward = broken
+    with pytest.raises(RuntimeError, match="broken head"):
+        score(["ok"], ["p"])
+    assert rm.training  # scored in eval mode, the mode it came in restored

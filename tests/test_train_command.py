@@ -303,6 +303,31 @@ def test_a_reward_folder_scores_with_its_own_tokenizer(qwen2_dir, char_reward_di
         assert result["steps"] == 1 and math.isfinite(result["after"]["reward"])
 
 
+def test_a_reward_folder_that_cannot_read_the_rollouts_is_refused_before_training(tmp_path):
+    """A GPT-2 reward model of 24 positions (a learned position table) reading the policy's tokenizer
+    (characters): with prompts of up to 21 tokens, --max_new_tokens 3 cannot be scored (21 + 3 + <eos> > 24),
+    so the run stops before training, naming the limit; --max_new_tokens 2 fits (and the launcher's own table
+    shortens its answers to fit the reward model too). With another tokenizer a generated token may be several
+    of the reward model's: the text is then refused when it comes (as_reward_fn), not up front."""
+    from rlhf_edu.lm import RewardModel, char_tokenizer, save_model, tiny_causal_lm
+
+    tok = char_tokenizer()
+    policy, folder = tmp_path / "policy", tmp_path / "short_rm"
+    save_model(tiny_causal_lm(tok, d_model=16, n_layer=1, seed=0), policy, tok)
+    save_model(RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=24), seed=0), folder, tok)
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": p["prompt"]} for p in PAIRS])
+    longest = max(len(p["prompt"]) for p in PAIRS) + 1  # characters + <bos>
+    room = 24 - longest - 1
+    options = {"group_size": 2, "prompts_per_step": 2, "device": "cpu"}
+    with pytest.raises(ValueError, match=rf"reads at most 24 positions.*max_new_tokens <= {room}"):
+        train_from_files("grpo", policy, data, out=tmp_path / "no", steps=1, reward=str(folder),
+                         options={**options, "max_new_tokens": room + 1}, verbose=False)
+    assert not (tmp_path / "no" / "metrics.json").exists()
+    result = train_from_files("grpo", policy, data, out=tmp_path / "yes", steps=1, reward=str(folder),
+                              options={**options, "max_new_tokens": room}, verbose=False)
+    assert result["steps"] == 1 and math.isfinite(result["after"]["reward"])
+
+
 def test_a_reward_folder_without_a_tokenizer_is_refused(char_reward_dir, tmp_path):
     import shutil
 

@@ -37,10 +37,12 @@ from rlhf_edu.train.rollouts import (
     OnlineRun,
     ScoredRollout,
     as_reward_fn,
+    check_reward_model_room,
     collect_rollouts,
     frozen_copy,
     policy_and_reference,
     prepare_online_run,
+    reward_model_room,
     sampled_kl,
 )
 from rlhf_edu.train.sft import masked_nll, train_sft
@@ -54,7 +56,7 @@ __all__ = [
     "check_prompts", "draw_prompts",
     "evaluate_policy", "sequence_kl", "log_evaluation", "evaluator",
     "ScoredRollout", "as_reward_fn", "collect_rollouts", "frozen_copy", "sampled_kl", "OnlineRun", "prepare_online_run",
-    "policy_and_reference",
+    "policy_and_reference", "check_reward_model_room", "reward_model_room",
     # supervised and reward modelling
     "train_sft", "masked_nll", "sentiment_sft_policy", "arithmetic_sft_policy",
     "train_reward_model", "pairwise_accuracy", "reward_margins",

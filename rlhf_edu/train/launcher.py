@@ -428,7 +428,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     from rlhf_edu.lm.batching import encode_prompts
     from rlhf_edu.plotting import plot_history
     from rlhf_edu.train.evaluation import evaluate_policy
-    from rlhf_edu.train.rollouts import frozen_copy
+    from rlhf_edu.train.rollouts import check_reward_model_room, frozen_copy, reward_model_room
 
     device = parallel.device
     model, tokenizer = load_model(model_dir, device=device, return_tokenizer=True)
@@ -449,6 +449,14 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     # the table's completions: up to 32 tokens, fewer when the longest of its prompts leaves less room
     room = context_length(model) or 10**9
     eval_tokens = min(32, room - max(len(ids) for ids in encode_prompts(tokenizer, table_prompts)))
+    if reward_model is not None:  # a reward model that cannot read past its context: check before any work
+        name = f"reward {reward}"
+        if kind in ONLINE_KINDS:
+            check_reward_model_room(reward_model, reward_tokenizer, [r["prompt"] for r in records], max_new_tokens,
+                                    name)
+        table_room = reward_model_room(reward_model, reward_tokenizer, table_prompts)  # the table is scored too
+        if table_room is not None:
+            eval_tokens = max(1, min(eval_tokens, table_room))
     evaluate = (lambda policy: evaluate_policy(policy, tokenizer, table_prompts, reward_fn, ref_model=start,
                                                max_new_tokens=eval_tokens, seed=2024))
     for p in model.parameters():

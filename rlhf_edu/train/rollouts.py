@@ -22,6 +22,7 @@ from rlhf_edu.lm import (
     Rollout,
     check_vocabulary,
     context_length,
+    encode_prompts,
     disable_dropout_in_model,
     generate,
     mixed_precision,
@@ -34,8 +35,8 @@ from rlhf_edu.train.distributed import DataParallel, data_parallel
 from rlhf_edu.train.prompts import check_prompts, draw_prompts
 from rlhf_edu.validation import check_integer
 
-__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_rewards", "frozen_copy",
-           "policy_and_reference", "collect_rollouts",
+__all__ = ["ScoredRollout", "OnlineRun", "prepare_online_run", "as_reward_fn", "check_reward_model_room",
+           "check_rewards", "frozen_copy", "policy_and_reference", "collect_rollouts", "reward_model_room",
            "sampled_kl", "select_rows", "concat_rollouts", "truncated_rows"]
 
 
@@ -89,47 +90,99 @@ def check_rewards(scores, completions, prompts, source: str = "reward_fn") -> np
     return out
 
 
-def _raise_if_too_long(rm, attention_mask, name, error):
-    """``ValueError`` naming the row when a scored text is longer than the reward model's context."""
-    limit = context_length(getattr(rm, "backbone", rm))
-    lengths = attention_mask.sum(dim=1)
-    if limit is not None and int(lengths.max()) > limit:
-        i = int(lengths.argmax())
+def _position_limit(reward_model):
+    """The context of a reward model that cannot read past it, else ``None``. A learned position table (GPT-2's
+    and GPT-Neo's ``wpe``, OPT's ``embed_positions``) has no row past the context: a longer text fails inside
+    the model (``IndexError`` on the CPU, a device-side assert on a GPU). Rotary and ALiBi models (Llama, Qwen,
+    Bloom) compute positions and read on, beyond what they were trained on."""
+    backbone = getattr(reward_model, "backbone", reward_model)
+    for name, module in backbone.named_modules():
+        if name.rsplit(".", 1)[-1] in ("wpe", "embed_positions", "position_embeddings") and isinstance(
+                module, torch.nn.Embedding):
+            return context_length(backbone)
+    return None
+
+
+def reward_model_room(reward_model, tokenizer, prompts):
+    """The most tokens a completion of ``prompts`` may have for ``reward_model`` to read it with its ``<eos>``:
+    its context minus the longest prompt (``tokenizer``'s tokens, ``<bos>`` included) minus 1; ``None`` when it
+    is no ``RewardModel`` or can read past its context (``_position_limit``).
+
+    >>> from rlhf_edu.lm import RewardModel, char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer()
+    >>> reward_model_room(RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16)), tok, ["1+1="])
+    10
+    """
+    limit = _position_limit(reward_model) if isinstance(reward_model, RewardModel) else None
+    if limit is None:
+        return None
+    return limit - max(len(ids) for ids in encode_prompts(tokenizer, list(prompts))) - 1
+
+
+def check_reward_model_room(reward_model, tokenizer, prompts, max_new_tokens, name="reward_fn"):
+    """Raise ``ValueError`` before any sampling when the reward model could not read a rollout: the longest
+    prompt (``tokenizer``'s tokens, ``<bos>`` included) + ``max_new_tokens`` + the ``<eos>`` scoring appends
+    exceed its context and it cannot read past it (``_position_limit``). A rollout that fills the policy's
+    context is one token longer for a reward model of the same context, so without this check the run dies
+    at the first step whose longest prompt gets an answer of ``max_new_tokens`` without EOS. One generated
+    token is counted as one of the reward model's: exact when it reads the policy's tokenizer; with another
+    tokenizer a generated token may be several of its tokens, and such a text is refused when it comes
+    (``as_reward_fn``), not up front. The online
+    trainers (``prepare_online_run``) and ``rlhf-edu train`` call it; a reward that is a function is not
+    checked (``as_reward_fn`` still refuses a text its reward model cannot read, when it comes).
+
+    >>> from rlhf_edu.lm import RewardModel, char_tokenizer, tiny_causal_lm
+    >>> tok = char_tokenizer(); rm = RewardModel(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16))
+    >>> check_reward_model_room(rm, tok, ["1+1="], max_new_tokens=10)   # 5 + 10 + 1 = 16: fits
+    >>> check_reward_model_room(rm, tok, ["1+1="], max_new_tokens=11)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the reward model (reward_fn) reads at most 16 positions, but the longest prompt (5 tokens) + ...
+    """
+    room = reward_model_room(reward_model, tokenizer, prompts)
+    if room is not None and max_new_tokens > room:
+        limit = context_length(reward_model.backbone)
+        longest = limit - room - 1
         raise ValueError(
-            f"the reward model ({name}) reads at most {limit} positions, but prompt + completion {i} with its EOS "
-            f"is {int(lengths[i])} tokens: use a reward model with a longer context, or shorter prompts or "
-            "max_new_tokens") from error
+            f"the reward model ({name}) reads at most {limit} positions, but the longest prompt ({longest} tokens) "
+            f"+ max_new_tokens={max_new_tokens} + the <eos> it scores with need {longest + max_new_tokens + 1}: "
+            f"use max_new_tokens <= {limit - longest - 1}, shorter prompts, or a reward model with a longer context")
 
 
 def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
 
     A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
-    gradient, on its own device. A text longer than its context is named in a ``ValueError`` where the model
-    cannot read it (a learned position table: GPT-2, OPT; rotary models read past their context and are not
-    stopped: a rollout that fills the policy's context is one token longer here, with its EOS). Both kinds are checked on every call (``check_rewards``): one finite
+    gradient, on its own device. A text longer than its context is named in a ``ValueError`` before the forward
+    pass where the model cannot read it (a learned position table: GPT-2, OPT, GPT-Neo; see
+    ``check_reward_model_room``, which the online trainers run first); rotary models read on and are not stopped. Both kinds are checked on every call (``check_rewards``): one finite
     number per completion, else ``ValueError`` naming the prompt and completion.
     """
     if isinstance(reward, RewardModel):
         if tokenizer is None:
             raise ValueError("a RewardModel needs the tokenizer to score text")
         check_vocabulary(reward, tokenizer)  # a policy's tokenizer with another family's reward model
-        rm = reward
+        rm, limit = reward, _position_limit(reward)
 
         @torch.no_grad()
         def score(completions, prompts):
+            prompts, completions = list(prompts), list(completions)
             device = next(rm.parameters()).device
-            batch = prompt_completion_batch(tokenizer, list(prompts), list(completions), device=device)
+            batch = prompt_completion_batch(tokenizer, prompts, completions, device=device)
+            lengths = batch.attention_mask.sum(dim=1)
+            if limit is not None and int(lengths.max()) > limit:  # it cannot read past its context
+                i = int(lengths.argmax())
+                raise ValueError(
+                    f"the reward model ({name}) reads at most {limit} positions, but prompt + completion {i} with "
+                    f"its <eos> is {int(lengths[i])} tokens ({prompts[i]!r:.40} + {completions[i]!r:.40}): use a "
+                    "reward model with a longer context, or shorter prompts or max_new_tokens")
             was_training = rm.training
             rm.eval()
             try:
                 out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
-            except IndexError as error:  # a learned position table (GPT-2, OPT) has no row past its context
-                _raise_if_too_long(rm, batch.attention_mask, name, error)
-                raise
             finally:  # a failed call leaves the model in the mode it came in
                 rm.train(was_training)
-            return check_rewards(out, list(completions), list(prompts), f"the reward model ({name})")
+            return check_rewards(out, completions, prompts, f"the reward model ({name})")
 
         return score
     if not callable(reward):
@@ -409,6 +462,8 @@ def prepare_online_run(policy, tokenizer, prompts, reward_fn, *, gold_reward_fn=
     prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
     if eval_prompts is not None:
         eval_prompts = check_prompts(policy, tokenizer, eval_prompts, max_new_tokens, name="eval_prompts")
+    check_reward_model_room(reward_fn, tokenizer, prompts + (eval_prompts or []), max_new_tokens)
+    check_reward_model_room(gold_reward_fn, tokenizer, prompts + (eval_prompts or []), max_new_tokens, "gold_reward_fn")
     reward_fn = as_reward_fn(reward_fn, tokenizer)
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer, "gold_reward_fn")
     set_seed(seed)
