@@ -664,6 +664,30 @@ def test_generate_reserves_room_in_the_cache_and_samples_the_same_bits(tok, mode
         torch.testing.assert_close(reserved.token_logprobs, plain.token_logprobs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generate_whose_cache_room_doubles_samples_the_same_bits(tok, monkeypatch, arch):
+    """A 3-token prompt and 60 new tokens: the room starts at 2 * 3 + 16 = 22 columns and doubles twice (44,
+    then the cap 62) while sampling; the same tokens and log-probs as the concatenating cache."""
+    import rlhf_edu.lm.generation as generation
+
+    model = tiny_causal_lm(tok, arch=arch, n_layer=2, d_model=32, n_head=4, max_length=80, seed=1)
+    widths = []
+    move = generation._ReservedLayer._move_to_room
+
+    def spy(self, keys, values, width):
+        widths.append(width)
+        return move(self, keys, values, width)
+
+    monkeypatch.setattr(generation._ReservedLayer, "_move_to_room", spy)
+    kw = dict(max_new_tokens=60, num_samples=2, generator=4, stop_at_eos=False)
+    reserved = generate(model, tok, ["ab"], **kw)
+    assert widths == [22, 22, 44, 44, 62, 62]  # two layers, each: first room, doubled, capped at 3 + 59
+    monkeypatch.setattr(generation, "_reserve", lambda cache, extra: None)
+    plain = generate(model, tok, ["ab"], **kw)
+    assert torch.equal(reserved.input_ids, plain.input_ids)
+    assert torch.equal(reserved.token_logprobs, plain.token_logprobs)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_samples_of_a_prompt_share_one_prefill(tok, models, arch):
     """num_samples=G runs each prompt's prefill once (G x fewer prompt tokens) and samples what G copies of

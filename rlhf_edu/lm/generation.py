@@ -163,17 +163,19 @@ class _ReservedLayer(DynamicLayer):
     the filled part: the same numbers in the same order (only the strides differ), so on the CPU attention
     returns the same bits (``tests/test_lm.py``). The room starts at twice the first width plus 16 columns and
     doubles when full, never past ``limit`` columns (the most ``generate`` can feed): a few copies per
-    generation instead of one per token, and at most twice the memory in use (reserving ``limit`` at once
-    would hold, on a GPU, the memory of ``max_new_tokens`` for answers that stop after ten). Past ``limit``, or
+    generation instead of one per token, and room for at most twice the columns in use (plus the first 16;
+    during a doubling both rooms exist, as both tensors do in a ``torch.cat``). Reserving ``limit`` at once
+    would hold, on a GPU, the memory of ``max_new_tokens`` for answers that stop after ten. Past ``limit``, or
     once its tensors were replaced (``reorder_cache``, ``batch_select_indices``, ``reset``), the layer falls
-    back to ``torch.cat``: slower, never wrong. A write after ``crop`` reuses columns that views returned
-    earlier covered: fine under ``torch.no_grad()`` as in ``generate``, not for tensors autograd saved."""
+    back to ``torch.cat``: slower, never wrong. Each write changes the room that earlier views share, so the
+    layer is for ``torch.no_grad()`` use, as in ``generate`` (under autograd a backward through an earlier view
+    would fail: "modified by an inplace operation")."""
 
     def __init__(self, layer, limit):
         super().__init__()
-        self.device = layer.keys.device
+        self.device = getattr(layer, "device", layer.keys.device)  # where it lives (an offloaded cache: not the keys)
         self.is_initialized = True
-        self._limit = limit
+        self._limit = max(limit, layer.keys.shape[-2])
         self._move_to_room(layer.keys, layer.values, min(limit, 2 * layer.keys.shape[-2] + 16))
 
     def _move_to_room(self, keys, values, width):
