@@ -585,7 +585,7 @@ def test_a_reward_model_that_cannot_read_a_text_is_refused_by_name_before_any_wo
     GPU), and an online trainer refuses prompts + max_new_tokens + <eos> beyond it before sampling. A rotary
     model (Llama) reads past its context: scored, not stopped. A forward that fails restores the mode."""
     from rlhf_edu.lm import RewardModel
-    from rlhf_edu.train import check_reward_model_room, reward_model_room, train_grpo
+    from rlhf_edu.train import check_reward_model_room, reward_model_room, sample_best_of_n, train_grpo
     from rlhf_edu.train.rollouts import as_reward_fn
 
     tok = char_tokenizer()
@@ -593,7 +593,7 @@ def test_a_reward_model_that_cannot_read_a_text_is_refused_by_name_before_any_wo
     rm.train()
     score = as_reward_fn(rm, tok)
     with pytest.raises(ValueError, match=r"reads at most 16 positions, but prompt \+ completion 1 with its <eos> "
-                                         r"is 43 tokens \('p' \+ 'xxx"):
+                                         r"is 43 tokens \('p' \+ 'x{40}'\)"):
         score(["ok", "x" * 40], ["p", "p"])  # <bos> p x*40 <eos>
     assert rm.training and len(score(["ok"], ["p"])) == 1 and rm.training
     assert reward_model_room(rm, tok, ["1+1=", "p"]) == 10  # 16 - 5 - 1
@@ -601,6 +601,26 @@ def test_a_reward_model_that_cannot_read_a_text_is_refused_by_name_before_any_wo
     with pytest.raises(ValueError, match=r"longest prompt \(5 tokens\) \+ max_new_tokens=11 .* max_new_tokens <= 10"):
         train_grpo(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=32), tok, ["1+1="], rm, max_new_tokens=11,
                    steps=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match=r"longest prompt \(16 tokens\) and the <eos> it scores with already fill"):
+        check_reward_model_room(rm, tok, ["p" * 15], 1)
+    with pytest.raises(ValueError, match=r"max_new_tokens <= 10"):  # best-of-n checks before sampling too
+        sample_best_of_n(tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=32), tok, ["1+1="], rm, n=2,
+                         max_new_tokens=11, device="cpu", progress=False)
+    # rows that fit in a table that does not (left-padded prompts + right-padded completions: 28 columns):
+    # scored right-padded, each row as it scores alone (GPT-Neo indexes its attention mask by the table's
+    # width: the 28-column table raised a RuntimeError)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    neo = AutoModelForCausalLM.from_config(AutoConfig.for_model(
+        "gpt_neo", hidden_size=16, num_layers=2, num_heads=2, max_position_embeddings=16, window_size=8,
+        attention_types=[[["global", "local"], 1]], vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    neo_score = as_reward_fn(RewardModel(neo, seed=0), tok)
+    prompts, completions = ["p" * 13, "q"], ["a", "b" * 13]
+    for model_score in (score, neo_score):
+        together = model_score(completions, prompts)
+        alone = [model_score([c], [p])[0] for p, c in zip(prompts, completions)]
+        np.testing.assert_allclose(together, alone, atol=1e-5)
     rotary = RewardModel(tiny_causal_lm(tok, arch="llama", d_model=16, n_layer=1, n_head=2, max_length=16))
     assert reward_model_room(rotary, tok, ["1+1="]) is None
     assert len(as_reward_fn(rotary, tok)(["x" * 40], ["p"])) == 1

@@ -323,6 +323,9 @@ def test_a_reward_folder_that_cannot_read_the_rollouts_is_refused_before_trainin
         train_from_files("grpo", policy, data, out=tmp_path / "no", steps=1, reward=str(folder),
                          options={**options, "max_new_tokens": room + 1}, verbose=False)
     assert not (tmp_path / "no" / "metrics.json").exists()
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):  # the trainer's own words, not a TypeError
+        train_from_files("grpo", policy, data, out=tmp_path / "zero", steps=1, reward=str(folder),
+                         options={**options, "max_new_tokens": 0}, verbose=False)
     result = train_from_files("grpo", policy, data, out=tmp_path / "yes", steps=1, reward=str(folder),
                               options={**options, "max_new_tokens": room}, verbose=False)
     assert result["steps"] == 1 and math.isfinite(result["after"]["reward"])

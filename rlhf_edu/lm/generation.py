@@ -176,7 +176,7 @@ class _ReservedLayer(DynamicLayer):
         self.device = getattr(layer, "device", layer.keys.device)  # where it lives (an offloaded cache: not the keys)
         self.is_initialized = True
         self._limit = max(limit, layer.keys.shape[-2])
-        self._move_to_room(layer.keys, layer.values, min(limit, 2 * layer.keys.shape[-2] + 16))
+        self._move_to_room(layer.keys, layer.values, min(self._limit, 2 * layer.keys.shape[-2] + 16))
 
     def _move_to_room(self, keys, values, width):
         n = keys.shape[-2]

@@ -173,7 +173,8 @@ def count_parameters(model, trainable_only=False):
 def context_length(model_or_config):
     """The maximum number of positions of a Hugging Face model (or config): its context length.
 
-    Reads ``max_position_embeddings`` (Llama and most models), ``n_positions`` or ``n_ctx`` (GPT-2).
+    Reads ``max_position_embeddings`` (Llama and most models), ``n_positions`` or ``n_ctx`` (GPT-2),
+    ``max_sequence_length`` or ``max_seq_len`` (MPT, whose ALiBi bias is precomputed for that many positions).
     ``generate`` refuses prompts that do not fit. Returns ``None`` if the config names none.
 
     >>> from transformers import GPT2Config
@@ -183,7 +184,7 @@ def context_length(model_or_config):
     config = getattr(model_or_config, "config", model_or_config)
     if hasattr(config, "get_text_config"):
         config = config.get_text_config()
-    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "max_seq_len"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value

@@ -25,7 +25,7 @@ from rlhf_edu.numpy.divergences import kl_divergence
 from rlhf_edu.numpy.sampling import best_of_n_kl_bound, best_of_n_probs
 from rlhf_edu.train.progress import progress_bar
 from rlhf_edu.train.prompts import check_prompts
-from rlhf_edu.train.rollouts import as_reward_fn
+from rlhf_edu.train.rollouts import as_reward_fn, check_reward_model_room
 from rlhf_edu.validation import check_integer, check_positive
 
 __all__ = ["BestOfN", "sample_best_of_n", "best_of_n_from_pool", "best_of_n_curve"]
@@ -97,6 +97,8 @@ def sample_best_of_n(
     temperature = check_positive("temperature", temperature)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
     prompts = check_prompts(policy, tokenizer, prompts, max_new_tokens)
+    check_reward_model_room(reward_fn, tokenizer, prompts, max_new_tokens)  # before any sampling
+    check_reward_model_room(gold_reward_fn, tokenizer, prompts, max_new_tokens, "gold_reward_fn")
     reward_fn = as_reward_fn(reward_fn, tokenizer)
     gold_fn = None if gold_reward_fn is None else as_reward_fn(gold_reward_fn, tokenizer)
     device = resolve_device(device)

@@ -451,7 +451,7 @@ def _train(method, fn, kind, fixed, model_dir, data, out, steps, reward, options
     eval_tokens = min(32, room - max(len(ids) for ids in encode_prompts(tokenizer, table_prompts)))
     if reward_model is not None:  # a reward model that cannot read past its context: check before any work
         name = f"reward {reward}"
-        if kind in ONLINE_KINDS:
+        if kind in ONLINE_KINDS and max_new_tokens is not None:  # a bad value: the trainer names it
             check_reward_model_room(reward_model, reward_tokenizer, [r["prompt"] for r in records], max_new_tokens,
                                     name)
         table_room = reward_model_room(reward_model, reward_tokenizer, table_prompts)  # the table is scored too

@@ -90,15 +90,23 @@ def check_rewards(scores, completions, prompts, source: str = "reward_fn") -> np
     return out
 
 
+_POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings", "pos_encoding")
+
+
 def _position_limit(reward_model):
-    """The context of a reward model that cannot read past it, else ``None``. A learned position table (GPT-2's
-    and GPT-Neo's ``wpe``, OPT's ``embed_positions``) has no row past the context: a longer text fails inside
-    the model (``IndexError`` on the CPU, a device-side assert on a GPU). Rotary and ALiBi models (Llama, Qwen,
-    Bloom) compute positions and read on, beyond what they were trained on."""
+    """The context of a reward model that cannot read past it, else ``None``. A position table of fixed size has
+    no row past the context: learned ones (GPT-2's and GPT-Neo's ``wpe``, OPT's ``embed_positions``, of
+    ``num_embeddings`` minus OPT's offset of 2 rows) and precomputed ones kept as buffers (GPT-J's and CodeGen's
+    rotary ``embed_positions``, CTRL's ``pos_encoding``). A longer text fails inside the model (``IndexError`` on
+    the CPU, a device-side assert on a GPU). Models that compute positions on the fly (Llama, Qwen, Gemma,
+    Bloom's ALiBi) read on, beyond what they were trained on. Vision and audio towers are not searched."""
     backbone = getattr(reward_model, "backbone", reward_model)
+    text = lambda name: not any(part in name for part in ("audio", "vision", "visual"))  # noqa: E731
     for name, module in backbone.named_modules():
-        if name.rsplit(".", 1)[-1] in ("wpe", "embed_positions", "position_embeddings") and isinstance(
-                module, torch.nn.Embedding):
+        if name.rsplit(".", 1)[-1] in _POSITION_TABLES and isinstance(module, torch.nn.Embedding) and text(name):
+            return module.num_embeddings - int(getattr(module, "offset", 0))
+    for name, _ in backbone.named_buffers():
+        if name.rsplit(".", 1)[-1] in _POSITION_TABLES and text(name):
             return context_length(backbone)
     return None
 
@@ -125,9 +133,10 @@ def check_reward_model_room(reward_model, tokenizer, prompts, max_new_tokens, na
     exceed its context and it cannot read past it (``_position_limit``). A rollout that fills the policy's
     context is one token longer for a reward model of the same context, so without this check the run dies
     at the first step whose longest prompt gets an answer of ``max_new_tokens`` without EOS. One generated
-    token is counted as one of the reward model's: exact when it reads the policy's tokenizer; with another
-    tokenizer a generated token may be several of its tokens, and such a text is refused when it comes
-    (``as_reward_fn``), not up front. The online
+    token is counted as one of the reward model's, as it is for most texts when it reads the policy's
+    tokenizer; the scored text is decoded and encoded again, so with another tokenizer (or a byte-level BPE
+    token that is half a character, which decodes to "\ufffd") a generated token may be several of its tokens,
+    and such a text is refused when it comes (``as_reward_fn``), not up front. The online
     trainers (``prepare_online_run``) and ``rlhf-edu train`` call it; a reward that is a function is not
     checked (``as_reward_fn`` still refuses a text its reward model cannot read, when it comes).
 
@@ -141,8 +150,12 @@ def check_reward_model_room(reward_model, tokenizer, prompts, max_new_tokens, na
     """
     room = reward_model_room(reward_model, tokenizer, prompts)
     if room is not None and max_new_tokens > room:
-        limit = context_length(reward_model.backbone)
+        limit = _position_limit(reward_model)
         longest = limit - room - 1
+        if room < 1:
+            raise ValueError(f"the reward model ({name}) reads at most {limit} positions, but the longest prompt "
+                             f"({longest} tokens) and the <eos> it scores with already fill them: shorten the prompts "
+                             "or use a reward model with a longer context")
         raise ValueError(
             f"the reward model ({name}) reads at most {limit} positions, but the longest prompt ({longest} tokens) "
             f"+ max_new_tokens={max_new_tokens} + the <eos> it scores with need {longest + max_new_tokens + 1}: "
@@ -153,33 +166,50 @@ def as_reward_fn(reward, tokenizer=None, name: str = "reward_fn"):
     """A callable ``fn(completions, prompts) -> np.ndarray`` from a callable or a ``RewardModel``.
 
     A ``RewardModel`` scores ``prompt + completion`` (with EOS, as it was trained) in batches without
-    gradient, on its own device. A text longer than its context is named in a ``ValueError`` before the forward
-    pass where the model cannot read it (a learned position table: GPT-2, OPT, GPT-Neo; see
-    ``check_reward_model_room``, which the online trainers run first); rotary models read on and are not stopped. Both kinds are checked on every call (``check_rewards``): one finite
-    number per completion, else ``ValueError`` naming the prompt and completion.
+    gradient, on its own device. A text longer than its context is named in a ``ValueError`` (row, length and
+    text) before the forward pass where the model cannot read it (a position table of fixed size, see
+    ``_position_limit``; ``check_reward_model_room``, which the online trainers run first), and after a failed
+    forward pass where another model could not (MPT); models that compute positions read on and are not
+    stopped. A batch (left-padded prompts, right-padded completions) wider than the context is scored
+    right-padded instead, as wide as its longest row (GPT-Neo, MPT and BART index by the batch's width).
+    Both kinds are checked on every call (``check_rewards``): one finite number per completion, else
+    ``ValueError`` naming the prompt and completion.
     """
     if isinstance(reward, RewardModel):
         if tokenizer is None:
             raise ValueError("a RewardModel needs the tokenizer to score text")
         check_vocabulary(reward, tokenizer)  # a policy's tokenizer with another family's reward model
-        rm, limit = reward, _position_limit(reward)
+        rm, limit, context = reward, _position_limit(reward), context_length(getattr(reward, "backbone", reward))
 
         @torch.no_grad()
         def score(completions, prompts):
             prompts, completions = list(prompts), list(completions)
             device = next(rm.parameters()).device
             batch = prompt_completion_batch(tokenizer, prompts, completions, device=device)
-            lengths = batch.attention_mask.sum(dim=1)
-            if limit is not None and int(lengths.max()) > limit:  # it cannot read past its context
+            ids, mask = batch.input_ids, batch.attention_mask
+            lengths = mask.sum(dim=1)
+
+            def too_long(limit):
                 i = int(lengths.argmax())
-                raise ValueError(
+                return ValueError(
                     f"the reward model ({name}) reads at most {limit} positions, but prompt + completion {i} with "
-                    f"its <eos> is {int(lengths[i])} tokens ({prompts[i]!r:.40} + {completions[i]!r:.40}): use a "
+                    f"its <eos> is {int(lengths[i])} tokens ({prompts[i][:40]!r} + {completions[i][:40]!r}): use a "
                     "reward model with a longer context, or shorter prompts or max_new_tokens")
+
+            if limit is not None and int(lengths.max()) > limit:  # it cannot read past its context
+                raise too_long(limit)
+            if context is not None and ids.shape[1] > context:  # the padded table is wider than the context
+                order = torch.sort((mask == 0).int(), dim=1, stable=True).indices  # real tokens first, in order
+                width = int(lengths.max())
+                ids, mask = ids.gather(1, order)[:, :width], mask.gather(1, order)[:, :width]
             was_training = rm.training
             rm.eval()
             try:
-                out = rm(batch.input_ids, batch.attention_mask).float().cpu().numpy()
+                out = rm(ids, mask).float().cpu().numpy()
+            except (IndexError, RuntimeError) as error:  # another fixed-size table (MPT's ALiBi bias)?
+                if context is not None and int(lengths.max()) > context:
+                    raise too_long(context) from error
+                raise
             finally:  # a failed call leaves the model in the mode it came in
                 rm.train(was_training)
             return check_rewards(out, completions, prompts, f"the reward model ({name})")
