@@ -136,3 +136,19 @@ def test_rest_raises_the_gold_reward_of_the_sentiment_sft_model(sentiment_sft):
     assert after["kl"] > 0.1
     # The second Grow samples from the improved policy: its samples score higher than the SFT model's.
     assert hist["reward"][-1] > hist["reward"][0]
+
+
+def test_samples_that_would_not_fit_with_their_eos_are_refused_before_sampling():
+    """Improve trains on each sample with an <eos> after it: a prompt of 5 tokens and 11 new tokens fit a policy
+    of 16 positions for sampling but not for that SFT step (17 positions). Refused up front, with the largest
+    max_new_tokens that fits (it failed after the first Grow step, naming no option)."""
+    tok = char_tokenizer()
+    policy = tiny_causal_lm(tok, d_model=16, n_layer=1, max_length=16, seed=0)
+    with pytest.raises(ValueError, match=r"\+ <eos> need 17 positions, but the policy's context is 16; use "
+                                         r"max_new_tokens <= 10"):
+        train_rest(policy, tok, ["1+1="], lambda completions, prompts: [1.0] * len(completions),
+                   max_new_tokens=11, device="cpu", progress=False)
+    _, history = train_rest(policy, tok, ["1+1="], lambda completions, prompts: [1.0] * len(completions),
+                            grow_steps=1, improve_steps=1, thresholds=[0.5], samples_per_prompt=2, max_new_tokens=10,
+                            device="cpu", progress=False)
+    assert len(history) >= 1

@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from rlhf_edu.lm import check_vocabulary, generate
+from rlhf_edu.lm import check_vocabulary, context_length, encode_prompts, generate
 from rlhf_edu.train.data import prompt_completion_pairs
 from rlhf_edu.train.evaluation import evaluator, sequence_kl
 from rlhf_edu.train.history import History
@@ -150,6 +150,13 @@ def train_rest(
                              eval_prompts=eval_prompts, ref_model=ref_model, max_new_tokens=max_new_tokens, seed=seed,
                              device=device, disable_dropout=disable_dropout, dtype=dtype)
     prompts, eval_prompts, reward_fn, gold_fn = run.prompts, run.eval_prompts, run.reward_fn, run.gold_fn
+    context = context_length(policy)
+    longest = max(len(ids) for ids in encode_prompts(tokenizer, prompts))
+    if context is not None and longest + max_new_tokens + 1 > context:  # Improve's SFT appends <eos> to each sample
+        raise ValueError(
+            f"ReST trains on its own samples with an <eos> after each: the longest prompt ({longest} tokens) + "
+            f"max_new_tokens={max_new_tokens} + <eos> need {longest + max_new_tokens + 1} positions, but the "
+            f"policy's context is {context}; use max_new_tokens <= {context - longest - 1} or shorter prompts")
     device, ref_model, parallel = run.device, run.ref_model, run.parallel
     autocast = run.autocast  # bfloat16: the forward passes under torch.autocast
     history = History("rest", dict(grow_steps=grow_steps, improve_steps=improve_steps,
